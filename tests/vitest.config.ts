@@ -1,0 +1,41 @@
+import { generateKeyPairSync, randomBytes } from "node:crypto";
+import path from "node:path";
+import { cloudflareTest, readD1Migrations } from "@cloudflare/vitest-plugin";
+import { defineConfig } from "vitest/config";
+
+const root = path.resolve(import.meta.dirname, "..");
+
+function p256Pem(): string {
+  return generateKeyPairSync("ec", { namedCurve: "prime256v1" }).privateKey.export({ type: "pkcs8", format: "pem" }).toString();
+}
+
+/** Fresh signing keys per run: tests verify against what the platform publishes, never a fixed key. */
+export const testSecrets = {
+  CAPSULE_SIGNING_KEY: p256Pem(),
+  AUTH_SIGNING_KEY: p256Pem(),
+  SOMA_ADMIN_TOKEN: `test-admin-${randomBytes(16).toString("hex")}`,
+};
+
+// The plugin reads required secrets from process.env; give it the same generated values.
+Object.assign(process.env, testSecrets);
+
+export default defineConfig(async () => ({
+  plugins: [
+    cloudflareTest({
+      main: path.join(root, "workers/index.ts"),
+      wrangler: { configPath: path.join(root, "wrangler.toml") },
+      miniflare: {
+        bindings: {
+          ...testSecrets,
+          TEST_MIGRATIONS: await readD1Migrations(path.join(root, "migrations")),
+        },
+      },
+    }),
+  ],
+  test: {
+    root,
+    include: ["tests/{unit,api,durable-objects,consumers}/**/*.test.ts"],
+    setupFiles: [path.join(root, "tests/setup.ts")],
+    testTimeout: 30_000,
+  },
+}));

@@ -1,0 +1,75 @@
+import { Hono } from "hono";
+import { HTTPException } from "hono/http-exception";
+import { AppError, type ErrorCode } from "../shared/errors";
+import type { AppEnv } from "./context";
+import { type ErrorBody, STATUS_BY_CODE } from "./errors";
+import { requestContext } from "./middleware/request-context";
+import { accountRoutes } from "./routes/accounts";
+import { authRoutes } from "./routes/auth";
+import { capsuleRoutes } from "./routes/capsules";
+import { healthRoutes } from "./routes/health";
+import { installRoutes } from "./routes/installs";
+import { reviewRoutes } from "./routes/reviews";
+import { schemaRoutes } from "./routes/schemas";
+import { wellKnownRoutes } from "./routes/well-known";
+
+const CODE_BY_STATUS: Record<number, ErrorCode> = {
+  400: "BAD_REQUEST",
+  401: "UNAUTHENTICATED",
+  403: "FORBIDDEN",
+  404: "NOT_FOUND",
+  413: "PAYLOAD_TOO_LARGE",
+  415: "UNSUPPORTED_MEDIA_TYPE",
+  429: "RATE_LIMITED",
+};
+
+/** The API: one Hono app, one sub-app per resource, one error shape. */
+export const app = new Hono<AppEnv>()
+  .use(requestContext)
+  .route("/", healthRoutes)
+  .route("/.well-known", wellKnownRoutes)
+  .route("/v1/schemas", schemaRoutes)
+  .route("/v1/accounts", accountRoutes)
+  .route("/v1/auth", authRoutes)
+  .route("/v1/capsules", capsuleRoutes)
+  .route("/v1", reviewRoutes)
+  .route("/v1/installs", installRoutes);
+
+app.onError((error, c) => {
+  let code: ErrorCode = "INTERNAL";
+  let message = "Something went wrong on our side; the request id helps us find it";
+  let details: unknown;
+  if (error instanceof AppError) {
+    code = error.code;
+    message = error.message;
+    details = error.details;
+  } else if (error instanceof HTTPException && error.status < 500) {
+    code = CODE_BY_STATUS[error.status] ?? "BAD_REQUEST";
+    message = error.message || "Bad request";
+  } else {
+    console.error(
+      JSON.stringify({
+        level: "error",
+        requestId: c.get("requestId"),
+        error: String(error),
+        stack: (error as Error).stack,
+      }),
+    );
+  }
+  const body: ErrorBody = { error: { code, message, requestId: c.get("requestId") ?? "unknown" } };
+  if (details !== undefined) body.error.details = details;
+  return c.json(body, STATUS_BY_CODE[code]);
+});
+
+app.notFound((c) => {
+  const body: ErrorBody = {
+    error: {
+      code: "NOT_FOUND",
+      message: `No route for ${c.req.method} ${new URL(c.req.url).pathname}`,
+      requestId: c.get("requestId") ?? "unknown",
+    },
+  };
+  return c.json(body, 404);
+});
+
+export type AppType = typeof app;

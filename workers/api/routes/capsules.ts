@@ -1,0 +1,130 @@
+import { Hono } from "hono";
+import { z } from "zod";
+import { requireAccount, requirePrincipal } from "../../shared/auth/principal";
+import { database } from "../../shared/db/client";
+import { CATEGORIES, semverSchema } from "../../shared/domain/manifest";
+import { AppError } from "../../shared/errors";
+import { flushOutbox } from "../../shared/events/outbox";
+import {
+  type ArtifactKind,
+  capsuleDetail,
+  deprecateVersion,
+  publishedArtifact,
+  SORTS,
+  searchCatalog,
+  yankVersion,
+} from "../../shared/marketplace/catalog";
+import { bundleLimits } from "../../shared/marketplace/limits";
+import { submitBundle } from "../../shared/marketplace/submissions";
+import type { AppEnv } from "../context";
+import { rateLimit } from "../middleware/rate-limit";
+import { readBodyBounded } from "../request-body";
+import { jsonBody, pathParams, queryParams } from "../validate";
+
+const segment = z.string().regex(/^[a-z0-9][a-z0-9._-]{0,63}$/, "not a valid name segment");
+const capsuleParams = z.object({ ns: segment, name: segment });
+const versionParams = capsuleParams.extend({ version: semverSchema });
+
+const catalogQuery = z
+  .object({
+    q: z.string().max(200).optional(),
+    category: z.enum(CATEGORIES).optional(),
+    tag: z.string().max(32).optional(),
+    pricing: z.enum(["free", "paid"]).optional(),
+    sort: z.enum(SORTS).optional(),
+    limit: z.coerce.number().int().min(1).max(100).default(20),
+    cursor: z.string().max(200).optional(),
+  })
+  .strict();
+
+async function serveArtifact(
+  env: Env,
+  params: z.output<typeof versionParams>,
+  kind: ArtifactKind,
+): Promise<Response> {
+  const artifact = await publishedArtifact(
+    env,
+    database(env.DB),
+    `${params.ns}/${params.name}`,
+    params.version,
+    kind,
+  );
+  const headers: Record<string, string> = {
+    "Content-Type": artifact.contentType,
+    "Content-Length": String(artifact.size),
+    "Cache-Control": "public, max-age=31536000, immutable",
+  };
+  if (artifact.sha256) headers["X-Content-SHA256"] = artifact.sha256;
+  return new Response(artifact.body, { headers });
+}
+
+export const capsuleRoutes = new Hono<AppEnv>()
+  .post("/", rateLimit("SUBMIT_LIMITER"), async (c) => {
+    const principal = requireAccount(c.get("principal"));
+    const type = (c.req.header("content-type") ?? "").split(";")[0]?.trim().toLowerCase();
+    if (type !== "application/gzip" && type !== "application/x-gzip") {
+      throw new AppError(
+        "UNSUPPORTED_MEDIA_TYPE",
+        "Upload the bundle as the body with Content-Type: application/gzip",
+      );
+    }
+    const bytes = await readBodyBounded(c.req.raw, bundleLimits(c.env).maxCompressedBytes);
+    const submission = await submitBundle(c.env, database(c.env.DB), principal, bytes);
+    c.executionCtx.waitUntil(flushOutbox(database(c.env.DB), c.env));
+    return c.json({ submission }, 201);
+  })
+  .get("/", queryParams(catalogQuery), async (c) => {
+    return c.json(await searchCatalog(database(c.env.DB), c.req.valid("query")));
+  })
+  .get("/:ns/:name", pathParams(capsuleParams), async (c) => {
+    const { ns, name } = c.req.valid("param");
+    return c.json(await capsuleDetail(database(c.env.DB), `${ns}/${name}`));
+  })
+  .get("/:ns/:name/versions/:version/bundle", pathParams(versionParams), (c) =>
+    serveArtifact(c.env, c.req.valid("param"), "bundle"),
+  )
+  .get("/:ns/:name/versions/:version/bundle.sig", pathParams(versionParams), (c) =>
+    serveArtifact(c.env, c.req.valid("param"), "bundle.sig"),
+  )
+  .get("/:ns/:name/versions/:version/attestation", pathParams(versionParams), (c) =>
+    serveArtifact(c.env, c.req.valid("param"), "attestation"),
+  )
+  .get("/:ns/:name/versions/:version/sbom", pathParams(versionParams), (c) =>
+    serveArtifact(c.env, c.req.valid("param"), "sbom"),
+  )
+  .post(
+    "/:ns/:name/versions/:version/deprecate",
+    pathParams(versionParams),
+    jsonBody(z.object({ message: z.string().min(1).max(500) }).strict()),
+    async (c) => {
+      const { ns, name, version } = c.req.valid("param");
+      const db = database(c.env.DB);
+      const result = await deprecateVersion(
+        db,
+        requirePrincipal(c.get("principal")),
+        `${ns}/${name}`,
+        version,
+        c.req.valid("json").message,
+      );
+      c.executionCtx.waitUntil(flushOutbox(db, c.env));
+      return c.json({ version: result });
+    },
+  )
+  .post(
+    "/:ns/:name/versions/:version/yank",
+    pathParams(versionParams),
+    jsonBody(z.object({ reason: z.string().min(1).max(500) }).strict()),
+    async (c) => {
+      const { ns, name, version } = c.req.valid("param");
+      const db = database(c.env.DB);
+      const result = await yankVersion(
+        db,
+        requirePrincipal(c.get("principal")),
+        `${ns}/${name}`,
+        version,
+        c.req.valid("json").reason,
+      );
+      c.executionCtx.waitUntil(flushOutbox(db, c.env));
+      return c.json({ version: result });
+    },
+  );

@@ -1,0 +1,46 @@
+import { Hono } from "hono";
+import { z } from "zod";
+import { requireAccount } from "../../shared/auth/principal";
+import { database } from "../../shared/db/client";
+import { capsuleNameSchema, permissionSchema, semverRangeSchema } from "../../shared/domain/manifest";
+import { flushOutbox } from "../../shared/events/outbox";
+import { createInstall, listInstalls, removeInstall } from "../../shared/marketplace/installs";
+import type { AppEnv } from "../context";
+import { jsonBody, pathParams } from "../validate";
+
+export const installRoutes = new Hono<AppEnv>()
+  .post(
+    "/",
+    jsonBody(
+      z
+        .object({
+          capsule: capsuleNameSchema,
+          range: semverRangeSchema.default("*"),
+          acceptPermissions: z.array(permissionSchema).max(64).default([]),
+          budgetTokens: z.int().min(0).max(1_000_000_000).optional(),
+        })
+        .strict(),
+    ),
+    async (c) => {
+      const principal = requireAccount(c.get("principal"));
+      const db = database(c.env.DB);
+      const { install, warnings } = await createInstall(c.env, db, principal.accountId, c.req.valid("json"));
+      c.executionCtx.waitUntil(flushOutbox(db, c.env));
+      return c.json({ install, lock: install.lock, warnings }, 201);
+    },
+  )
+  .get("/", async (c) => {
+    const principal = requireAccount(c.get("principal"));
+    return c.json({ items: await listInstalls(database(c.env.DB), principal.accountId) });
+  })
+  .delete(
+    "/:id",
+    pathParams(z.object({ id: z.string().regex(/^ins_[a-f0-9]{32}$/, "not an install id") })),
+    async (c) => {
+      const principal = requireAccount(c.get("principal"));
+      const db = database(c.env.DB);
+      await removeInstall(db, principal.accountId, c.req.valid("param").id);
+      c.executionCtx.waitUntil(flushOutbox(db, c.env));
+      return c.body(null, 204);
+    },
+  );

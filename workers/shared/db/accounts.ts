@@ -1,0 +1,77 @@
+import { eq } from "drizzle-orm";
+import { generateApiKey, hashApiKey } from "../auth/api-keys";
+import type { Role } from "../auth/roles";
+import { AppError } from "../errors";
+import { type Database, isUniqueViolation, newId, nowIso } from "./client";
+import { accounts, apiKeys } from "./schema";
+
+export interface AccountView {
+  id: string;
+  handle: string;
+  email: string;
+  roles: Role[];
+  createdAt: string;
+}
+
+function view(row: typeof accounts.$inferSelect): AccountView {
+  return {
+    id: row.id,
+    handle: row.handle,
+    email: row.email,
+    roles: row.roles as Role[],
+    createdAt: row.createdAt,
+  };
+}
+
+/** Creates an account and its first API key in one batch; the key is returned once and stored hashed. */
+export async function createAccount(
+  db: Database,
+  input: { handle: string; email: string },
+): Promise<{ account: AccountView; apiKey: string }> {
+  const apiKey = generateApiKey();
+  const row = {
+    id: newId("acc"),
+    handle: input.handle,
+    email: input.email.toLowerCase(),
+    roles: ["user"],
+    createdAt: nowIso(),
+  };
+  try {
+    await db.batch([
+      db.insert(accounts).values(row),
+      db.insert(apiKeys).values({
+        id: newId("key"),
+        accountId: row.id,
+        keyHash: await hashApiKey(apiKey),
+        prefix: apiKey.slice(0, 12),
+        createdAt: row.createdAt,
+      }),
+    ]);
+  } catch (error) {
+    if (isUniqueViolation(error)) {
+      throw new AppError("CONFLICT", "That handle or email is already registered", {
+        fields: ["handle", "email"],
+      });
+    }
+    throw error;
+  }
+  return { account: view(row), apiKey };
+}
+
+export async function findAccountByHandle(db: Database, handle: string): Promise<AccountView | null> {
+  const [row] = await db.select().from(accounts).where(eq(accounts.handle, handle)).limit(1);
+  return row ? view(row) : null;
+}
+
+export async function findAccountById(db: Database, id: string): Promise<AccountView | null> {
+  const [row] = await db.select().from(accounts).where(eq(accounts.id, id)).limit(1);
+  return row ? view(row) : null;
+}
+
+/** Replaces an account's roles; `user` is always kept. */
+export async function setRoles(db: Database, handle: string, roles: Role[]): Promise<AccountView> {
+  const next = Array.from(new Set<Role>(["user", ...roles]));
+  const [row] = await db.update(accounts).set({ roles: next }).where(eq(accounts.handle, handle)).returning();
+  if (!row) throw new AppError("NOT_FOUND", `No account with handle "${handle}"`);
+  return view(row);
+}

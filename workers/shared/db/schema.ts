@@ -1,0 +1,109 @@
+import { integer, real, sqliteTable, text } from "drizzle-orm/sqlite-core";
+
+/** Drizzle view of the D1 tables created by migrations/ (the SQL files are the source of truth). */
+
+export const accounts = sqliteTable("accounts", {
+  id: text("id").primaryKey(),
+  handle: text("handle").notNull().unique(),
+  email: text("email").notNull().unique(),
+  roles: text("roles", { mode: "json" }).$type<string[]>().notNull(),
+  createdAt: text("created_at").notNull(),
+});
+
+export const apiKeys = sqliteTable("api_keys", {
+  id: text("id").primaryKey(),
+  accountId: text("account_id").notNull(),
+  keyHash: text("key_hash").notNull().unique(),
+  prefix: text("prefix").notNull(),
+  createdAt: text("created_at").notNull(),
+  revokedAt: text("revoked_at"),
+});
+
+export const signingKeys = sqliteTable("signing_keys", {
+  keyid: text("keyid").primaryKey(),
+  purpose: text("purpose").notNull(),
+  publicPem: text("public_pem").notNull(),
+  publicJwk: text("public_jwk", { mode: "json" }).$type<JsonWebKey>().notNull(),
+  createdAt: text("created_at").notNull(),
+  expiresAt: text("expires_at"),
+});
+
+export const submissions = sqliteTable("submissions", {
+  id: text("id").primaryKey(),
+  accountId: text("account_id").notNull(),
+  name: text("name").notNull(),
+  version: text("version").notNull(),
+  status: text("status").notNull(),
+  riskScore: real("risk_score").notNull(),
+  findings: text("findings", { mode: "json" }).$type<unknown[]>().notNull(),
+  manifest: text("manifest", { mode: "json" }).$type<Record<string, unknown>>().notNull(),
+  sha256: text("sha256").notNull(),
+  size: integer("size").notNull(),
+  bundleKey: text("bundle_key").notNull(),
+  reviewerId: text("reviewer_id"),
+  decisionNotes: text("decision_notes"),
+  decidedAt: text("decided_at"),
+  createdAt: text("created_at").notNull(),
+});
+
+export const capsules = sqliteTable("capsules", {
+  id: text("id").primaryKey(),
+  name: text("name").notNull().unique(),
+  namespace: text("namespace").notNull(),
+  ownerId: text("owner_id").notNull(),
+  latestVersion: text("latest_version").notNull(),
+  description: text("description").notNull(),
+  category: text("category").notNull(),
+  tags: text("tags", { mode: "json" }).$type<string[]>().notNull(),
+  runtime: text("runtime").notNull(),
+  pricingModel: text("pricing_model").notNull(),
+  installCount: integer("install_count").notNull().default(0),
+  executionCount: integer("execution_count").notNull().default(0),
+  ratingAvg: real("rating_avg").notNull().default(0),
+  ratingCount: integer("rating_count").notNull().default(0),
+  createdAt: text("created_at").notNull(),
+  updatedAt: text("updated_at").notNull(),
+});
+
+export const capsuleTags = sqliteTable("capsule_tags", {
+  capsuleId: text("capsule_id").notNull(),
+  tag: text("tag").notNull(),
+});
+
+export const capsuleVersions = sqliteTable("capsule_versions", {
+  id: text("id").primaryKey(),
+  capsuleId: text("capsule_id").notNull(),
+  name: text("name").notNull(),
+  version: text("version").notNull(),
+  status: text("status").notNull(),
+  manifest: text("manifest", { mode: "json" }).$type<Record<string, unknown>>().notNull(),
+  dependencies: text("dependencies", { mode: "json" }).$type<Record<string, string>>().notNull(),
+  permissions: text("permissions", { mode: "json" }).$type<string[]>().notNull(),
+  sha256: text("sha256").notNull(),
+  size: integer("size").notNull(),
+  keyid: text("keyid").notNull(),
+  signature: text("signature").notNull(),
+  submissionId: text("submission_id").notNull(),
+  deprecationMessage: text("deprecation_message"),
+  yankReason: text("yank_reason"),
+  publishedAt: text("published_at").notNull(),
+});
+
+export const installs = sqliteTable("installs", {
+  id: text("id").primaryKey(),
+  accountId: text("account_id").notNull(),
+  capsuleName: text("capsule_name").notNull(),
+  range: text("range").notNull(),
+  version: text("version").notNull(),
+  lock: text("lock", { mode: "json" }).$type<unknown>().notNull(),
+  permissions: text("permissions", { mode: "json" }).$type<string[]>().notNull(),
+  budgetTokens: integer("budget_tokens"),
+  createdAt: text("created_at").notNull(),
+  removedAt: text("removed_at"),
+});
+
+export const outbox = sqliteTable("outbox", {
+  id: text("id").primaryKey(),
+  body: text("body").notNull(),
+  createdAt: text("created_at").notNull(),
+});

@@ -1,0 +1,339 @@
+import { and, eq, sql } from "drizzle-orm";
+import semver from "semver";
+import type { Principal } from "../auth/principal";
+import type { Database } from "../db/client";
+import { nowIso } from "../db/client";
+import { capsules, capsuleVersions } from "../db/schema";
+import { AppError } from "../errors";
+import { cloudEvent, outboxInsert } from "../events/outbox";
+import { publishedKeys } from "../storage/bundles";
+import { pickLatest } from "./versions";
+
+export const SORTS = ["relevance", "popular", "rating", "recent", "name"] as const;
+export type CatalogSort = (typeof SORTS)[number];
+
+export interface CatalogQuery {
+  q?: string | undefined;
+  category?: string | undefined;
+  tag?: string | undefined;
+  pricing?: "free" | "paid" | undefined;
+  sort?: CatalogSort | undefined;
+  limit: number;
+  cursor?: string | undefined;
+}
+
+export interface CatalogItem {
+  name: string;
+  namespace: string;
+  latestVersion: string;
+  description: string;
+  category: string;
+  tags: string[];
+  runtime: string;
+  pricingModel: string;
+  installCount: number;
+  executionCount: number;
+  ratingAvg: number;
+  ratingCount: number;
+  updatedAt: string;
+}
+
+type CapsuleRow = typeof capsules.$inferSelect;
+
+function item(row: CapsuleRow): CatalogItem {
+  return {
+    name: row.name,
+    namespace: row.namespace,
+    latestVersion: row.latestVersion,
+    description: row.description,
+    category: row.category,
+    tags: row.tags,
+    runtime: row.runtime,
+    pricingModel: row.pricingModel,
+    installCount: row.installCount,
+    executionCount: row.executionCount,
+    ratingAvg: row.ratingAvg,
+    ratingCount: row.ratingCount,
+    updatedAt: row.updatedAt,
+  };
+}
+
+function encodeCursor(offset: number): string {
+  return btoa(JSON.stringify({ o: offset })).replace(/=+$/, "");
+}
+
+function decodeCursor(cursor: string | undefined): number {
+  if (!cursor) return 0;
+  try {
+    const { o } = JSON.parse(atob(cursor)) as { o: unknown };
+    if (typeof o === "number" && Number.isInteger(o) && o >= 0 && o <= 100_000) return o;
+  } catch {
+    // fall through to the error below
+  }
+  throw new AppError("VALIDATION_FAILED", "Invalid cursor: pass back the nextCursor of a previous page", {
+    issues: [{ path: "cursor", message: "unrecognised cursor" }],
+  });
+}
+
+function trigrams(text: string): Set<string> {
+  const out = new Set<string>();
+  for (const word of text.toLowerCase().split(/[^a-z0-9]+/)) {
+    for (let i = 0; i + 3 <= word.length; i++) out.add(word.slice(i, i + 3));
+  }
+  return out;
+}
+
+const ORDER_BY: Record<Exclude<CatalogSort, "relevance">, string> = {
+  popular: "c.install_count DESC, c.execution_count DESC, c.name",
+  rating: "c.rating_avg DESC, c.rating_count DESC, c.name",
+  recent: "c.updated_at DESC, c.name",
+  name: "c.name",
+};
+
+/** Candidate rows considered when ranking a text search; enough for any realistic page depth. */
+const SEARCH_CANDIDATES = 300;
+
+/**
+ * Browses or searches the catalog. Text search matches trigrams, so substrings and misspellings still find
+ * capsules; candidates are re-ranked by trigram overlap with the name (weighted) and the description and tags.
+ */
+export async function searchCatalog(
+  db: Database,
+  query: CatalogQuery,
+): Promise<{ items: CatalogItem[]; nextCursor: string | null }> {
+  const offset = decodeCursor(query.cursor);
+  const filters = [];
+  if (query.category) filters.push(sql`c.category = ${query.category}`);
+  if (query.tag)
+    filters.push(
+      sql`EXISTS (SELECT 1 FROM capsule_tags t WHERE t.capsule_id = c.id AND t.tag = ${query.tag})`,
+    );
+  if (query.pricing === "free") filters.push(sql`c.pricing_model = 'free'`);
+  if (query.pricing === "paid") filters.push(sql`c.pricing_model <> 'free'`);
+  const q = query.q?.trim() ?? "";
+  const queryTrigrams = trigrams(q);
+
+  if (queryTrigrams.size === 0 && q.length > 0) {
+    // Too short for trigrams: a prefix match on the name or any word of it.
+    filters.push(
+      sql`(c.name LIKE ${`${q.toLowerCase()}%`} OR c.name LIKE ${`%/${q.toLowerCase()}%`} OR c.name LIKE ${`%-${q.toLowerCase()}%`})`,
+    );
+  }
+  const where = filters.length > 0 ? sql.join([sql`WHERE`, sql.join(filters, sql` AND `)], sql` `) : sql``;
+
+  if (queryTrigrams.size === 0) {
+    const sort = query.sort && query.sort !== "relevance" ? query.sort : "popular";
+    const rows = await db.all<Record<string, unknown>>(
+      sql`SELECT c.* FROM capsules c ${where} ORDER BY ${sql.raw(ORDER_BY[sort])} LIMIT ${query.limit + 1} OFFSET ${offset}`,
+    );
+    return page(rows.map(fromRaw), query.limit, offset);
+  }
+
+  const match = [...queryTrigrams].map((t) => `"${t}"`).join(" OR ");
+  const matchFilter = sql`c.id IN (SELECT capsule_id FROM capsules_fts WHERE capsules_fts MATCH ${match} ORDER BY rank LIMIT ${SEARCH_CANDIDATES})`;
+  const allFilters = [matchFilter, ...filters];
+  const rows = (
+    await db.all<Record<string, unknown>>(
+      sql`SELECT c.* FROM capsules c WHERE ${sql.join(allFilters, sql` AND `)}`,
+    )
+  ).map(fromRaw);
+  const scored = rows
+    .map((row) => {
+      const nameHits = [...queryTrigrams].filter((t) => trigrams(row.name.replace("/", " ")).has(t)).length;
+      const text = trigrams(`${row.description} ${row.tags.join(" ")}`);
+      const textHits = [...queryTrigrams].filter((t) => text.has(t)).length;
+      const coverage = Math.max(nameHits, textHits) / queryTrigrams.size;
+      return { row, coverage, score: (2 * nameHits + textHits) / queryTrigrams.size };
+    })
+    .filter((s) => s.coverage >= 0.4);
+  const sort = query.sort ?? "relevance";
+  scored.sort((a, b) => {
+    if (sort === "relevance")
+      return (
+        b.score - a.score || b.row.installCount - a.row.installCount || a.row.name.localeCompare(b.row.name)
+      );
+    if (sort === "popular") return b.row.installCount - a.row.installCount || b.score - a.score;
+    if (sort === "rating") return b.row.ratingAvg - a.row.ratingAvg || b.score - a.score;
+    if (sort === "recent") return b.row.updatedAt.localeCompare(a.row.updatedAt);
+    return a.row.name.localeCompare(b.row.name);
+  });
+  return page(
+    scored.slice(offset, offset + query.limit + 1).map((s) => s.row),
+    query.limit,
+    offset,
+  );
+}
+
+function page(rows: CapsuleRow[], limit: number, offset: number) {
+  return {
+    items: rows.slice(0, limit).map(item),
+    nextCursor: rows.length > limit ? encodeCursor(offset + limit) : null,
+  };
+}
+
+function fromRaw(raw: Record<string, unknown>): CapsuleRow {
+  return {
+    id: raw.id as string,
+    name: raw.name as string,
+    namespace: raw.namespace as string,
+    ownerId: raw.owner_id as string,
+    latestVersion: raw.latest_version as string,
+    description: raw.description as string,
+    category: raw.category as string,
+    tags: JSON.parse(raw.tags as string) as string[],
+    runtime: raw.runtime as string,
+    pricingModel: raw.pricing_model as string,
+    installCount: raw.install_count as number,
+    executionCount: raw.execution_count as number,
+    ratingAvg: raw.rating_avg as number,
+    ratingCount: raw.rating_count as number,
+    createdAt: raw.created_at as string,
+    updatedAt: raw.updated_at as string,
+  };
+}
+
+export interface VersionSummary {
+  version: string;
+  status: string;
+  sha256: string;
+  size: number;
+  keyid: string;
+  publishedAt: string;
+  deprecationMessage: string | null;
+  yankReason: string | null;
+}
+
+/** One capsule: its listing, the latest manifest and every version, newest first. */
+export async function capsuleDetail(db: Database, name: string) {
+  const [row] = await db.select().from(capsules).where(eq(capsules.name, name)).limit(1);
+  if (!row) throw new AppError("NOT_FOUND", `No capsule ${name}`);
+  const versions = await db.select().from(capsuleVersions).where(eq(capsuleVersions.capsuleId, row.id));
+  versions.sort((a, b) => semver.rcompare(a.version, b.version));
+  const latest = versions.find((v) => v.version === row.latestVersion);
+  return {
+    capsule: item(row),
+    manifest: latest?.manifest ?? null,
+    versions: versions.map(
+      (v): VersionSummary => ({
+        version: v.version,
+        status: v.status,
+        sha256: v.sha256,
+        size: v.size,
+        keyid: v.keyid,
+        publishedAt: v.publishedAt,
+        deprecationMessage: v.deprecationMessage,
+        yankReason: v.yankReason,
+      }),
+    ),
+  };
+}
+
+async function ownedVersion(db: Database, principal: Principal, name: string, version: string) {
+  const [row] = await db
+    .select({ capsule: capsules, version: capsuleVersions })
+    .from(capsuleVersions)
+    .innerJoin(capsules, eq(capsules.id, capsuleVersions.capsuleId))
+    .where(and(eq(capsuleVersions.name, name), eq(capsuleVersions.version, version)))
+    .limit(1);
+  if (!row) throw new AppError("NOT_FOUND", `No version ${name}@${version}`);
+  if (row.capsule.ownerId !== principal.accountId && !principal.roles.includes("admin")) {
+    throw new AppError("FORBIDDEN", `Only the owner of ${name} or an admin can change its versions`);
+  }
+  return row;
+}
+
+/** Marks a version deprecated: it still installs, with a warning carrying the message. */
+export async function deprecateVersion(
+  db: Database,
+  principal: Principal,
+  name: string,
+  version: string,
+  message: string,
+) {
+  const row = await ownedVersion(db, principal, name, version);
+  if (row.version.status === "yanked") {
+    throw new AppError(
+      "INVALID_STATE",
+      `${name}@${version} is yanked; a yanked version cannot be deprecated`,
+    );
+  }
+  await db.batch([
+    db
+      .update(capsuleVersions)
+      .set({ status: "deprecated", deprecationMessage: message })
+      .where(eq(capsuleVersions.id, row.version.id)),
+    outboxInsert(
+      db,
+      cloudEvent("soma.capsule.deprecated", `${name}@${version}`, { capsule: name, version, message }),
+    ),
+  ]);
+  return { name, version, status: "deprecated" as const, deprecationMessage: message };
+}
+
+/** Yanks a version: it never resolves for new installs, and its number is never reused. */
+export async function yankVersion(
+  db: Database,
+  principal: Principal,
+  name: string,
+  version: string,
+  reason: string,
+) {
+  const row = await ownedVersion(db, principal, name, version);
+  if (row.version.status === "yanked")
+    throw new AppError("INVALID_STATE", `${name}@${version} is already yanked`);
+  const all = await db
+    .select({ version: capsuleVersions.version, status: capsuleVersions.status })
+    .from(capsuleVersions)
+    .where(eq(capsuleVersions.capsuleId, row.capsule.id));
+  const latest =
+    pickLatest(all.map((v) => (v.version === version ? { ...v, status: "yanked" } : v))) ??
+    row.capsule.latestVersion;
+  await db.batch([
+    db
+      .update(capsuleVersions)
+      .set({ status: "yanked", yankReason: reason })
+      .where(eq(capsuleVersions.id, row.version.id)),
+    db
+      .update(capsules)
+      .set({ latestVersion: latest, updatedAt: nowIso() })
+      .where(eq(capsules.id, row.capsule.id)),
+    outboxInsert(
+      db,
+      cloudEvent("soma.capsule.yanked", `${name}@${version}`, { capsule: name, version, reason }),
+    ),
+  ]);
+  return { name, version, status: "yanked" as const, yankReason: reason };
+}
+
+export const ARTIFACTS = {
+  bundle: { key: "bundle", contentType: "application/gzip" },
+  "bundle.sig": { key: "signature", contentType: "text/plain; charset=utf-8" },
+  attestation: { key: "attestation", contentType: "application/vnd.dev.sigstore.bundle.v0.3+json" },
+  sbom: { key: "sbom", contentType: "application/vnd.cyclonedx+json" },
+} as const;
+
+export type ArtifactKind = keyof typeof ARTIFACTS;
+
+/** Streams a published version's bundle, signature, attestation or SBOM exactly as stored. */
+export async function publishedArtifact(
+  env: { BUNDLES: R2Bucket },
+  db: Database,
+  name: string,
+  version: string,
+  kind: ArtifactKind,
+): Promise<{ body: ReadableStream; contentType: string; size: number; sha256?: string }> {
+  const [row] = await db
+    .select({ sha256: capsuleVersions.sha256 })
+    .from(capsuleVersions)
+    .where(and(eq(capsuleVersions.name, name), eq(capsuleVersions.version, version)))
+    .limit(1);
+  if (!row) throw new AppError("NOT_FOUND", `No version ${name}@${version}`);
+  const object = await env.BUNDLES.get(publishedKeys(name, version)[ARTIFACTS[kind].key]);
+  if (!object) throw new AppError("NOT_FOUND", `${kind} of ${name}@${version} is missing`);
+  return {
+    body: object.body,
+    contentType: ARTIFACTS[kind].contentType,
+    size: object.size,
+    ...(kind === "bundle" ? { sha256: row.sha256 } : {}),
+  };
+}

@@ -1,0 +1,229 @@
+import { and, desc, eq, inArray, isNull, sql } from "drizzle-orm";
+import { type Database, newId, nowIso } from "../db/client";
+import { capsules, capsuleVersions, installs } from "../db/schema";
+import { type ResolvedPackage, resolveDependencies, type VersionCandidate } from "../domain/resolve";
+import { fromBase64, sha256Hex } from "../encoding";
+import { AppError } from "../errors";
+import { cloudEvent, outboxInsert } from "../events/outbox";
+import { importPublicKeyPem, verifyDer } from "../signing/keys";
+import { findKey } from "../signing/registry";
+import { publishedKeys, readObject } from "../storage/bundles";
+
+export interface LockedPackage {
+  name: string;
+  version: string;
+  sha256: string;
+  keyid: string;
+  bundleUrl: string;
+  dependencies: Record<string, string>;
+}
+
+export interface InstallView {
+  id: string;
+  capsule: string;
+  range: string;
+  version: string;
+  permissions: string[];
+  budgetTokens: number | null;
+  createdAt: string;
+  lock: { packages: LockedPackage[] };
+}
+
+interface VersionRow {
+  name: string;
+  version: string;
+  status: string;
+  dependencies: Record<string, string>;
+  permissions: string[];
+  sha256: string;
+  keyid: string;
+  signature: string;
+  deprecationMessage: string | null;
+}
+
+const publicKeys = new Map<string, Promise<CryptoKey>>();
+
+async function publicKeyFor(db: Database, keyid: string): Promise<CryptoKey> {
+  let key = publicKeys.get(keyid);
+  if (!key) {
+    key = findKey(db, keyid).then((row) => {
+      if (!row) throw new AppError("INTEGRITY_CHECK_FAILED", `Signing key ${keyid} is not registered`);
+      return importPublicKeyPem(row.publicPem);
+    });
+    publicKeys.set(keyid, key);
+    key.catch(() => publicKeys.delete(keyid));
+  }
+  return key;
+}
+
+/** Checks a published bundle's bytes against its recorded digest and platform signature. */
+async function verifyPublishedBundle(
+  env: { BUNDLES: R2Bucket },
+  db: Database,
+  row: VersionRow,
+): Promise<void> {
+  const label = `${row.name}@${row.version}`;
+  const bytes = await readObject(env.BUNDLES, publishedKeys(row.name, row.version).bundle);
+  if (!bytes) throw new AppError("INTEGRITY_CHECK_FAILED", `The bundle of ${label} is missing from storage`);
+  if ((await sha256Hex(bytes)) !== row.sha256) {
+    throw new AppError("INTEGRITY_CHECK_FAILED", `The bundle of ${label} does not match its recorded sha256`);
+  }
+  const ok = await verifyDer(await publicKeyFor(db, row.keyid), bytes, fromBase64(row.signature));
+  if (!ok) throw new AppError("INTEGRITY_CHECK_FAILED", `The signature of ${label} does not verify`);
+}
+
+/**
+ * Resolves a capsule's dependency tree, refuses permissions the caller did not accept, verifies every bundle's
+ * digest and signature, and records the install with its lock.
+ */
+export async function createInstall(
+  env: { BUNDLES: R2Bucket; PUBLIC_URL: string },
+  db: Database,
+  accountId: string,
+  input: { capsule: string; range: string; acceptPermissions: string[]; budgetTokens?: number | undefined },
+): Promise<{ install: InstallView; warnings: string[] }> {
+  const rows = new Map<string, VersionRow>();
+  const resolution = await resolveDependencies(input.capsule, input.range, async (names) => {
+    const found = await db
+      .select({
+        name: capsuleVersions.name,
+        version: capsuleVersions.version,
+        status: capsuleVersions.status,
+        dependencies: capsuleVersions.dependencies,
+        permissions: capsuleVersions.permissions,
+        sha256: capsuleVersions.sha256,
+        keyid: capsuleVersions.keyid,
+        signature: capsuleVersions.signature,
+        deprecationMessage: capsuleVersions.deprecationMessage,
+      })
+      .from(capsuleVersions)
+      .where(inArray(capsuleVersions.name, names));
+    const byName = new Map<string, VersionCandidate[]>();
+    for (const row of found) {
+      rows.set(`${row.name}@${row.version}`, row);
+      const list = byName.get(row.name) ?? [];
+      list.push({ ...row, status: row.status as VersionCandidate["status"] });
+      byName.set(row.name, list);
+    }
+    return byName;
+  });
+  const chosen = resolution.packages.map((p) => rows.get(`${p.name}@${p.version}`)!);
+
+  const required = [...new Set(chosen.flatMap((row) => row.permissions))].sort();
+  const accepted = new Set(input.acceptPermissions);
+  const missing = required.filter((p) => !accepted.has(p));
+  if (missing.length > 0) {
+    throw new AppError(
+      "PERMISSIONS_NOT_ACCEPTED",
+      `Accept these permissions to install: ${missing.join(", ")}`,
+      {
+        missing,
+        byPackage: chosen
+          .filter((row) => row.permissions.some((p) => missing.includes(p)))
+          .map((row) => ({ name: row.name, version: row.version, permissions: row.permissions })),
+      },
+    );
+  }
+
+  await Promise.all(chosen.map((row) => verifyPublishedBundle(env, db, row)));
+
+  const lock = { packages: resolution.packages.map((p) => lockEntry(env.PUBLIC_URL, p, rows)) };
+  const install: InstallView = {
+    id: newId("ins"),
+    capsule: input.capsule,
+    range: input.range,
+    version: resolution.root.version,
+    permissions: required,
+    budgetTokens: input.budgetTokens ?? null,
+    createdAt: nowIso(),
+    lock,
+  };
+  await db.batch([
+    db.insert(installs).values({
+      id: install.id,
+      accountId,
+      capsuleName: install.capsule,
+      range: install.range,
+      version: install.version,
+      lock,
+      permissions: required,
+      budgetTokens: install.budgetTokens,
+      createdAt: install.createdAt,
+    }),
+    db
+      .update(capsules)
+      .set({ installCount: sql`${capsules.installCount} + 1` })
+      .where(eq(capsules.name, input.capsule)),
+    outboxInsert(
+      db,
+      cloudEvent("soma.install.created", `${install.capsule}@${install.version}`, {
+        installId: install.id,
+        accountId,
+        capsule: install.capsule,
+        version: install.version,
+        packages: lock.packages.length,
+      }),
+    ),
+  ]);
+  return { install, warnings: resolution.warnings };
+}
+
+function lockEntry(baseUrl: string, p: ResolvedPackage, rows: Map<string, VersionRow>): LockedPackage {
+  const row = rows.get(`${p.name}@${p.version}`)!;
+  return {
+    name: p.name,
+    version: p.version,
+    sha256: row.sha256,
+    keyid: row.keyid,
+    bundleUrl: `${baseUrl.replace(/\/$/, "")}/v1/capsules/${p.name}/versions/${p.version}/bundle`,
+    dependencies: p.resolvedDependencies,
+  };
+}
+
+function installView(row: typeof installs.$inferSelect): InstallView {
+  return {
+    id: row.id,
+    capsule: row.capsuleName,
+    range: row.range,
+    version: row.version,
+    permissions: row.permissions,
+    budgetTokens: row.budgetTokens,
+    createdAt: row.createdAt,
+    lock: row.lock as InstallView["lock"],
+  };
+}
+
+export async function listInstalls(db: Database, accountId: string): Promise<InstallView[]> {
+  const rows = await db
+    .select()
+    .from(installs)
+    .where(and(eq(installs.accountId, accountId), isNull(installs.removedAt)))
+    .orderBy(desc(installs.createdAt))
+    .limit(500);
+  return rows.map(installView);
+}
+
+/** Removes one of the caller's installs (kept as history, no longer listed or counted). */
+export async function removeInstall(db: Database, accountId: string, id: string): Promise<void> {
+  const [row] = await db
+    .select()
+    .from(installs)
+    .where(and(eq(installs.id, id), eq(installs.accountId, accountId), isNull(installs.removedAt)))
+    .limit(1);
+  if (!row) throw new AppError("NOT_FOUND", `No install ${id}`);
+  await db.batch([
+    db.update(installs).set({ removedAt: nowIso() }).where(eq(installs.id, id)),
+    db
+      .update(capsules)
+      .set({ installCount: sql`max(${capsules.installCount} - 1, 0)` })
+      .where(eq(capsules.name, row.capsuleName)),
+    outboxInsert(
+      db,
+      cloudEvent("soma.install.removed", `${row.capsuleName}@${row.version}`, {
+        installId: id,
+        accountId,
+        capsule: row.capsuleName,
+      }),
+    ),
+  ]);
+}
