@@ -7,7 +7,10 @@ export const BASE = "http://127.0.0.1:8787";
 export const adminToken = (): string => env.SOMA_ADMIN_TOKEN;
 
 /** Calls the Worker's real fetch handler. */
-export function api(path: string, init: RequestInit & { token?: string; json?: unknown } = {}): Promise<Response> {
+export function api(
+  path: string,
+  init: RequestInit & { token?: string; json?: unknown } = {},
+): Promise<Response> {
   const headers = new Headers(init.headers);
   if (init.token) headers.set("authorization", `Bearer ${init.token}`);
   let body = init.body;
@@ -30,7 +33,9 @@ function randomIp(): string {
 }
 
 /** Signs up an account (from its own client address, so sign-up rate limits do not interfere). */
-export async function signup(handle = uniqueHandle()): Promise<{ handle: string; apiKey: string; id: string }> {
+export async function signup(
+  handle = uniqueHandle(),
+): Promise<{ handle: string; apiKey: string; id: string }> {
   const res = await api("/v1/accounts", {
     method: "POST",
     json: { handle, email: `${handle}@example.com` },
@@ -42,7 +47,11 @@ export async function signup(handle = uniqueHandle()): Promise<{ handle: string;
 }
 
 export async function grantRoles(handle: string, roles: string[]): Promise<void> {
-  const res = await api(`/v1/accounts/${handle}/roles`, { method: "POST", token: adminToken(), json: { roles } });
+  const res = await api(`/v1/accounts/${handle}/roles`, {
+    method: "POST",
+    token: adminToken(),
+    json: { roles },
+  });
   if (res.status !== 200) throw new Error(`roles failed: ${res.status} ${await res.text()}`);
 }
 
@@ -109,7 +118,10 @@ export async function tarGz(entries: RawEntry[]): Promise<Uint8Array> {
 }
 
 /** A valid bundle for a manifest, with a small entrypoint and optional extra files. */
-export function bundle(input: ManifestInput | Record<string, unknown>, extra: RawEntry[] = []): Promise<Uint8Array> {
+export function bundle(
+  input: ManifestInput | Record<string, unknown>,
+  extra: RawEntry[] = [],
+): Promise<Uint8Array> {
   const doc = "apiVersion" in input ? input : manifest(input as ManifestInput);
   return tarGz([
     { name: "capsule.yaml", body: stringify(doc) },
@@ -118,12 +130,28 @@ export function bundle(input: ManifestInput | Record<string, unknown>, extra: Ra
   ]);
 }
 
-export function upload(token: string, bytes: Uint8Array, contentType = "application/gzip"): Promise<Response> {
-  return api("/v1/capsules", { method: "POST", token, body: bytes, headers: { "content-type": contentType } });
+export function upload(
+  token: string,
+  bytes: Uint8Array,
+  contentType = "application/gzip",
+): Promise<Response> {
+  return api("/v1/capsules", {
+    method: "POST",
+    token,
+    body: bytes,
+    headers: { "content-type": contentType },
+  });
 }
 
 export interface SubmissionBody {
-  submission: { id: string; name: string; version: string; status: string; riskScore: number; findings: { id: string }[] };
+  submission: {
+    id: string;
+    name: string;
+    version: string;
+    status: string;
+    riskScore: number;
+    findings: { id: string }[];
+  };
 }
 
 /** Publishes a low-risk capsule and fails the test if it does not publish at once. */
@@ -136,8 +164,12 @@ export async function publish(token: string, input: ManifestInput): Promise<Subm
   return body.submission;
 }
 
-export async function errorOf(res: Response): Promise<{ code: string; message: string; requestId: string; details?: unknown }> {
-  const body = (await res.json()) as { error: { code: string; message: string; requestId: string; details?: unknown } };
+export async function errorOf(
+  res: Response,
+): Promise<{ code: string; message: string; requestId: string; details?: unknown }> {
+  const body = (await res.json()) as {
+    error: { code: string; message: string; requestId: string; details?: unknown };
+  };
   return body.error;
 }
 

@@ -7,6 +7,7 @@ import { database } from "../../shared/db/client";
 import { HANDLE_PATTERN } from "../../shared/domain/manifest";
 import type { AppEnv } from "../context";
 import { rateLimit } from "../middleware/rate-limit";
+import { withRole } from "../middleware/guards";
 import { jsonBody, pathParams } from "../validate";
 
 const handleSchema = z.string().regex(HANDLE_PATTERN, "2-39 lowercase letters, digits or inner hyphens");
@@ -23,6 +24,7 @@ export const accountRoutes = new Hono<AppEnv>()
   )
   .post(
     "/:handle/roles",
+    withRole("admin"),
     pathParams(z.object({ handle: handleSchema })),
     jsonBody(z.object({ roles: z.array(roleSchema).max(3) }).strict()),
     async (c) => {

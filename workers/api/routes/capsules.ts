@@ -19,6 +19,7 @@ import { submitBundle } from "../../shared/marketplace/submissions";
 import type { AppEnv } from "../context";
 import { rateLimit } from "../middleware/rate-limit";
 import { readBodyBounded } from "../request-body";
+import { signedIn, withAccount } from "../middleware/guards";
 import { jsonBody, pathParams, queryParams } from "../validate";
 
 const segment = z.string().regex(/^[a-z0-9][a-z0-9._-]{0,63}$/, "not a valid name segment");
@@ -59,7 +60,7 @@ async function serveArtifact(
 }
 
 export const capsuleRoutes = new Hono<AppEnv>()
-  .post("/", rateLimit("SUBMIT_LIMITER"), async (c) => {
+  .post("/", withAccount, rateLimit("SUBMIT_LIMITER"), async (c) => {
     const principal = requireAccount(c.get("principal"));
     const type = (c.req.header("content-type") ?? "").split(";")[0]?.trim().toLowerCase();
     if (type !== "application/gzip" && type !== "application/x-gzip") {
@@ -94,6 +95,7 @@ export const capsuleRoutes = new Hono<AppEnv>()
   )
   .post(
     "/:ns/:name/versions/:version/deprecate",
+    signedIn,
     pathParams(versionParams),
     jsonBody(z.object({ message: z.string().min(1).max(500) }).strict()),
     async (c) => {
@@ -112,6 +114,7 @@ export const capsuleRoutes = new Hono<AppEnv>()
   )
   .post(
     "/:ns/:name/versions/:version/yank",
+    signedIn,
     pathParams(versionParams),
     jsonBody(z.object({ reason: z.string().min(1).max(500) }).strict()),
     async (c) => {

@@ -6,11 +6,13 @@ import { capsuleNameSchema, permissionSchema, semverRangeSchema } from "../../sh
 import { flushOutbox } from "../../shared/events/outbox";
 import { createInstall, listInstalls, removeInstall } from "../../shared/marketplace/installs";
 import type { AppEnv } from "../context";
+import { withAccount } from "../middleware/guards";
 import { jsonBody, pathParams } from "../validate";
 
 export const installRoutes = new Hono<AppEnv>()
   .post(
     "/",
+    withAccount,
     jsonBody(
       z
         .object({
@@ -29,12 +31,13 @@ export const installRoutes = new Hono<AppEnv>()
       return c.json({ install, lock: install.lock, warnings }, 201);
     },
   )
-  .get("/", async (c) => {
+  .get("/", withAccount, async (c) => {
     const principal = requireAccount(c.get("principal"));
     return c.json({ items: await listInstalls(database(c.env.DB), principal.accountId) });
   })
   .delete(
     "/:id",
+    withAccount,
     pathParams(z.object({ id: z.string().regex(/^ins_[a-f0-9]{32}$/, "not an install id") })),
     async (c) => {
       const principal = requireAccount(c.get("principal"));

@@ -10,6 +10,7 @@ import {
   reviewQueue,
 } from "../../shared/marketplace/submissions";
 import type { AppEnv } from "../context";
+import { signedIn, withAccount, withRole } from "../middleware/guards";
 import { jsonBody, pathParams, queryParams } from "../validate";
 
 const idParams = z.object({ id: z.string().regex(/^sub_[a-f0-9]{32}$/, "not a submission id") });
@@ -17,7 +18,7 @@ const limitQuery = z.object({ limit: z.coerce.number().int().min(1).max(200).def
 
 /** Submissions and the human review queue. */
 export const reviewRoutes = new Hono<AppEnv>()
-  .get("/submissions", queryParams(limitQuery), async (c) => {
+  .get("/submissions", withAccount, queryParams(limitQuery), async (c) => {
     const principal = requireAccount(c.get("principal"));
     const items = await listOwnSubmissions(
       database(c.env.DB),
@@ -26,18 +27,19 @@ export const reviewRoutes = new Hono<AppEnv>()
     );
     return c.json({ items });
   })
-  .get("/submissions/:id", pathParams(idParams), async (c) => {
+  .get("/submissions/:id", signedIn, pathParams(idParams), async (c) => {
     const principal = requirePrincipal(c.get("principal"));
     return c.json({
       submission: await getSubmission(database(c.env.DB), principal, c.req.valid("param").id),
     });
   })
-  .get("/review-queue", queryParams(limitQuery), async (c) => {
+  .get("/review-queue", withRole("reviewer"), queryParams(limitQuery), async (c) => {
     requireRole(c.get("principal"), "reviewer");
     return c.json({ items: await reviewQueue(database(c.env.DB), c.req.valid("query").limit) });
   })
   .post(
     "/submissions/:id/decision",
+    withRole("reviewer"),
     pathParams(idParams),
     jsonBody(
       z

@@ -107,3 +107,11 @@ export const outbox = sqliteTable("outbox", {
   body: text("body").notNull(),
   createdAt: text("created_at").notNull(),
 });
+
+/** The FTS5 (trigram) search index over capsules; written alongside the capsule row. */
+export const capsulesFts = sqliteTable("capsules_fts", {
+  name: text("name").notNull(),
+  description: text("description").notNull(),
+  tags: text("tags").notNull(),
+  capsuleId: text("capsule_id").notNull(),
+});

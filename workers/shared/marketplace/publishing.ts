@@ -1,7 +1,7 @@
-import { eq, inArray, sql } from "drizzle-orm";
+import { eq, inArray } from "drizzle-orm";
 import semver from "semver";
 import { type Database, newId, nowIso } from "../db/client";
-import { accounts, capsules, capsuleTags, capsuleVersions, submissions } from "../db/schema";
+import { accounts, capsules, capsulesFts, capsuleTags, capsuleVersions, submissions } from "../db/schema";
 import { type ParsedBundle, parseBundle } from "../domain/bundle";
 import type { CapsuleManifest } from "../domain/manifest";
 import { namespaceOf } from "../domain/manifest";
@@ -180,10 +180,13 @@ export async function publishSubmission(
     statements.push(
       db.delete(capsuleTags).where(eq(capsuleTags.capsuleId, capsuleId)),
       ...manifest.metadata.tags.map((tag) => db.insert(capsuleTags).values({ capsuleId, tag })),
-      db.run(sql`DELETE FROM capsules_fts WHERE capsule_id = ${capsuleId}`),
-      db.run(
-        sql`INSERT INTO capsules_fts (name, description, tags, capsule_id) VALUES (${name}, ${manifest.spec.description}, ${manifest.metadata.tags.join(" ")}, ${capsuleId})`,
-      ),
+      db.delete(capsulesFts).where(eq(capsulesFts.capsuleId, capsuleId)),
+      db.insert(capsulesFts).values({
+        name,
+        description: manifest.spec.description,
+        tags: manifest.metadata.tags.join(" "),
+        capsuleId,
+      }),
     );
   }
   statements.push(

@@ -1,0 +1,113 @@
+import { beforeAll, describe, expect, it } from "vitest";
+import { api, publish, signup } from "../helpers";
+
+interface Page {
+  items: { name: string; category: string; tags: string[]; latestVersion: string; installCount: number }[];
+  nextCursor: string | null;
+}
+
+async function search(query: string): Promise<Page> {
+  const res = await api(`/v1/capsules?${query}`);
+  expect(res.status, await res.clone().text()).toBe(200);
+  return (await res.json()) as Page;
+}
+
+describe("GET /v1/capsules", () => {
+  let ns = "";
+  beforeAll(async () => {
+    const author = await signup();
+    ns = author.handle;
+    const csvCleaner = {
+      name: `${ns}/csv-cleaner`,
+      category: "Data",
+      tags: ["csv", "etl"],
+      description: "Cleans messy CSV spreadsheets: trims, dedupes and normalises columns.",
+    };
+    await publish(author.apiKey, csvCleaner);
+    await publish(author.apiKey, {
+      name: `${ns}/python-calculator`,
+      category: "Code",
+      tags: ["python", "cli"],
+      description: "Generates a command-line calculator package in Python.",
+    });
+    await publish(author.apiKey, {
+      name: `${ns}/markdown-docs`,
+      category: "Documentation",
+      tags: ["markdown"],
+      description: "Writes README files and API documentation in Markdown.",
+    });
+    await publish(author.apiKey, { ...csvCleaner, version: "1.1.0" });
+  });
+
+  it("finds a capsule by a misspelled word", async () => {
+    const page = await search("q=calculater");
+    expect(page.items[0]?.name).toBe(`${ns}/python-calculator`);
+    const page2 = await search("q=spredsheet");
+    expect(page2.items.map((i) => i.name)).toContain(`${ns}/csv-cleaner`);
+  });
+
+  it("matches substrings of names and ranks name matches first", async () => {
+    const page = await search("q=markdown");
+    expect(page.items[0]?.name).toBe(`${ns}/markdown-docs`);
+  });
+
+  it("returns nothing for a query that matches nothing", async () => {
+    expect((await search("q=zzzqqqxxx")).items).toEqual([]);
+  });
+
+  it("filters by category and tag", async () => {
+    const byCategory = await search("category=Data");
+    expect(byCategory.items.map((i) => i.name)).toEqual([`${ns}/csv-cleaner`]);
+    const byTag = await search("tag=python");
+    expect(byTag.items.map((i) => i.name)).toEqual([`${ns}/python-calculator`]);
+    const combined = await search("q=csv&category=Code");
+    expect(combined.items).toEqual([]);
+  });
+
+  it("shows the latest version in listings", async () => {
+    const page = await search("category=Data");
+    expect(page.items[0]?.latestVersion).toBe("1.1.0");
+  });
+
+  it("sorts by name and pages with a cursor", async () => {
+    const first = await search("sort=name&limit=2");
+    expect(first.items.map((i) => i.name)).toEqual([`${ns}/csv-cleaner`, `${ns}/markdown-docs`]);
+    expect(first.nextCursor).not.toBeNull();
+    const second = await search(`sort=name&limit=2&cursor=${first.nextCursor}`);
+    expect(second.items.map((i) => i.name)).toEqual([`${ns}/python-calculator`]);
+    expect(second.nextCursor).toBeNull();
+  });
+
+  it.each(["limit=0", "limit=1000", "sort=random", "category=Nope", "cursor=%%%", "unknown=1"])(
+    "rejects the query %s with 400",
+    async (query) => {
+      const res = await api(`/v1/capsules?${query}`);
+      expect(res.status).toBe(400);
+    },
+  );
+});
+
+describe("GET /v1/capsules/:ns/:name", () => {
+  it("returns the latest manifest, every version and the counts", async () => {
+    const author = await signup();
+    await publish(author.apiKey, { name: `${author.handle}/multi`, version: "1.0.0" });
+    await publish(author.apiKey, { name: `${author.handle}/multi`, version: "1.2.0" });
+    await publish(author.apiKey, { name: `${author.handle}/multi`, version: "2.0.0-beta.1" });
+    const res = await api(`/v1/capsules/${author.handle}/multi`);
+    expect(res.status).toBe(200);
+    const body = (await res.json()) as {
+      capsule: { latestVersion: string; installCount: number; executionCount: number };
+      manifest: { metadata: { version: string } };
+      versions: { version: string; status: string }[];
+    };
+    expect(body.capsule.latestVersion).toBe("1.2.0");
+    expect(body.manifest.metadata.version).toBe("1.2.0");
+    expect(body.versions.map((v) => v.version)).toEqual(["2.0.0-beta.1", "1.2.0", "1.0.0"]);
+    expect(body.capsule).toMatchObject({ installCount: 0, executionCount: 0 });
+  });
+
+  it("answers 404 for an unknown capsule and 400 for a malformed name", async () => {
+    expect((await api("/v1/capsules/nobody/nothing")).status).toBe(404);
+    expect((await api("/v1/capsules/Bad%20Name/x")).status).toBe(400);
+  });
+});
