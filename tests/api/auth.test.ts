@@ -52,10 +52,10 @@ describe("bearer tokens", () => {
       const secret = new TextEncoder().encode(key.publicPem);
       return new SignJWT(claims).setProtectedHeader({ alg: "HS256", kid: key.keyid }).sign(secret);
     }
-    const other = await crypto.subtle.generateKey({ name: "ECDSA", namedCurve: "P-256" }, true, [
+    const other = (await crypto.subtle.generateKey({ name: "ECDSA", namedCurve: "P-256" }, true, [
       "sign",
       "verify",
-    ]);
+    ])) as CryptoKeyPair;
     const key = await loadSigningKey(env.AUTH_SIGNING_KEY);
     return new SignJWT(claims).setProtectedHeader({ alg: "ES256", kid: key.keyid }).sign(other.privateKey);
   }

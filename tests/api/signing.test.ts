@@ -93,10 +93,10 @@ describe("published evidence", () => {
     expect(before.attestation.verificationMaterial.publicKey.hint).toBe(current.keyid);
 
     // Rotate: register a newer key of the same purpose, as a redeploy with a new secret does.
-    const next = await crypto.subtle.generateKey({ name: "ECDSA", namedCurve: "P-256" }, true, [
+    const next = (await crypto.subtle.generateKey({ name: "ECDSA", namedCurve: "P-256" }, true, [
       "sign",
       "verify",
-    ]);
+    ])) as CryptoKeyPair;
     const pkcs8 = new Uint8Array((await crypto.subtle.exportKey("pkcs8", next.privateKey)) as ArrayBuffer);
     const pem = `-----BEGIN PRIVATE KEY-----\n${btoa(String.fromCharCode(...pkcs8))}\n-----END PRIVATE KEY-----\n`;
     const rotated = await loadSigningKey(pem);

@@ -6,8 +6,8 @@ import { createAccount, setRoles } from "../../shared/db/accounts";
 import { database } from "../../shared/db/client";
 import { HANDLE_PATTERN } from "../../shared/domain/manifest";
 import type { AppEnv } from "../context";
-import { rateLimit } from "../middleware/rate-limit";
 import { withRole } from "../middleware/guards";
+import { rateLimit } from "../middleware/rate-limit";
 import { jsonBody, pathParams } from "../validate";
 
 const handleSchema = z.string().regex(HANDLE_PATTERN, "2-39 lowercase letters, digits or inner hyphens");

@@ -17,9 +17,9 @@ import {
 import { bundleLimits } from "../../shared/marketplace/limits";
 import { submitBundle } from "../../shared/marketplace/submissions";
 import type { AppEnv } from "../context";
+import { signedIn, withAccount } from "../middleware/guards";
 import { rateLimit } from "../middleware/rate-limit";
 import { readBodyBounded } from "../request-body";
-import { signedIn, withAccount } from "../middleware/guards";
 import { jsonBody, pathParams, queryParams } from "../validate";
 
 const segment = z.string().regex(/^[a-z0-9][a-z0-9._-]{0,63}$/, "not a valid name segment");
