@@ -1,4 +1,3 @@
-import { Gunzip } from "fflate";
 import { unpackTar } from "modern-tar";
 import { parse as parseYaml, YAMLParseError } from "yaml";
 import { sha256Hex } from "../encoding";
@@ -35,33 +34,37 @@ function invalid(message: string, details?: Record<string, unknown>): AppError {
   return new AppError("INVALID_BUNDLE", message, details);
 }
 
-/** Gunzips with a hard cap on output, fed in small slices so a bomb cannot allocate far past the limit. */
-function gunzipBounded(bytes: Uint8Array, maxOutput: number): Uint8Array {
+/**
+ * Gunzips with the runtime's native decoder (which checks every member's CRC and length) and a hard cap on
+ * output: reading stops as soon as the cap is passed, so a bomb never allocates far beyond the limit.
+ */
+async function gunzipBounded(bytes: Uint8Array, maxOutput: number): Promise<Uint8Array> {
   if (bytes.length < 18 || bytes[0] !== 0x1f || bytes[1] !== 0x8b) {
     throw invalid("The bundle is not gzip-compressed: expected a .tar.gz file");
   }
+  const stream = new Blob([bytes as Uint8Array<ArrayBuffer>])
+    .stream()
+    .pipeThrough(new DecompressionStream("gzip"));
+  const reader = stream.getReader();
   const chunks: Uint8Array[] = [];
   let total = 0;
-  let overflow = false;
-  const gunzip = new Gunzip((chunk) => {
-    total += chunk.length;
-    if (total > maxOutput) overflow = true;
-    else chunks.push(chunk);
-  });
-  const slice = 4096;
   try {
-    for (let offset = 0; offset < bytes.length && !overflow; offset += slice) {
-      const end = Math.min(offset + slice, bytes.length);
-      gunzip.push(bytes.subarray(offset, end), end === bytes.length);
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      total += value.length;
+      if (total > maxOutput) {
+        await reader.cancel();
+        throw new AppError("PAYLOAD_TOO_LARGE", `The bundle unpacks to more than ${maxOutput} bytes`, {
+          limit: "unpacked",
+          maxBytes: maxOutput,
+        });
+      }
+      chunks.push(value);
     }
   } catch (error) {
+    if (error instanceof AppError) throw error;
     throw invalid(`The bundle's gzip stream is corrupt: ${(error as Error).message}`);
-  }
-  if (overflow) {
-    throw new AppError("PAYLOAD_TOO_LARGE", `The bundle unpacks to more than ${maxOutput} bytes`, {
-      limit: "unpacked",
-      maxBytes: maxOutput,
-    });
   }
   const out = new Uint8Array(total);
   let offset = 0;
@@ -101,7 +104,7 @@ export async function parseBundle(bytes: Uint8Array, limits: BundleLimits): Prom
       maxBytes: limits.maxCompressedBytes,
     });
   }
-  const tar = gunzipBounded(bytes, limits.maxUnpackedBytes);
+  const tar = await gunzipBounded(bytes, limits.maxUnpackedBytes);
   let entries: Awaited<ReturnType<typeof unpackTar>>;
   try {
     entries = await unpackTar(tar, { strict: true });

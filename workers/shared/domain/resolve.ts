@@ -30,13 +30,15 @@ interface Requirement {
   from: string;
 }
 
-const MAX_PASSES = 25;
+/** Upper bound on search steps; a registry that needs more is reported as a conflict, not searched forever. */
+const MAX_STEPS = 20_000;
 
 /**
- * Resolves a capsule and its transitive dependencies: the highest non-yanked version satisfying every range
- * seen for a name, exactly one version per name. When a later range rules out an earlier pick, the pass
- * restarts with both ranges as constraints; if no version satisfies them all, DEPENDENCY_CONFLICT names the
- * requirers. Cycles in the result fail with DEPENDENCY_CYCLE naming the cycle.
+ * Resolves a capsule and its transitive dependencies to exactly one version per name: the highest versions
+ * (non-yanked) that satisfy every range required by the versions actually chosen. It searches newest-first and
+ * backtracks when a later range rules out an earlier pick, so constraints from versions that end up unchosen
+ * never count. Versions are loaded a level at a time (one source call per level). Failures name the culprit:
+ * DEPENDENCY_NOT_FOUND, DEPENDENCY_CONFLICT (with the requirers) or DEPENDENCY_CYCLE (with the cycle).
  */
 export async function resolveDependencies(
   rootName: string,
@@ -44,87 +46,102 @@ export async function resolveDependencies(
   source: VersionSource,
 ): Promise<Resolution> {
   const known = new Map<string, VersionCandidate[]>();
-  const constraints = new Map<string, Requirement[]>();
-
-  const load = async (names: string[]) => {
-    const missing = [...new Set(names)].filter((n) => !known.has(n));
-    if (missing.length === 0) return;
+  let frontier = [rootName];
+  while (frontier.length > 0) {
+    const missing = [...new Set(frontier)].filter((n) => !known.has(n));
+    if (missing.length === 0) break;
     const found = await source(missing);
-    for (const name of missing) known.set(name, found.get(name) ?? []);
+    frontier = [];
+    for (const name of missing) {
+      const versions = found.get(name) ?? [];
+      known.set(name, versions);
+      for (const v of versions) if (v.status !== "yanked") frontier.push(...Object.keys(v.dependencies));
+    }
+  }
+
+  const chosen = new Map<string, VersionCandidate>();
+  const required = new Map<string, Requirement[]>();
+  let firstFailure: AppError | null = null;
+  let steps = 0;
+
+  const fail = (name: string, requirements: Requirement[]): false => {
+    firstFailure ??= explain(name, requirements, known.get(name) ?? []);
+    return false;
   };
 
-  const pick = (name: string, requirements: Requirement[]): VersionCandidate => {
-    const versions = known.get(name) ?? [];
-    const live = versions.filter((v) => v.status !== "yanked");
-    const satisfying = live.filter((v) => requirements.every((r) => semver.satisfies(v.version, r.range)));
-    if (satisfying.length === 0) {
-      if (
-        requirements.length > 1 &&
-        requirements.every((r) => live.some((v) => semver.satisfies(v.version, r.range)))
-      ) {
-        throw new AppError(
-          "DEPENDENCY_CONFLICT",
-          `No single version of ${name} satisfies ${requirements.map((r) => `${r.range} (from ${r.from})`).join(" and ")}`,
-          { name, requirements },
-        );
-      }
-      const unmet =
-        requirements.find((r) => !live.some((v) => semver.satisfies(v.version, r.range))) ?? requirements[0]!;
+  const solve = (pending: Requirement[], index: number): boolean => {
+    steps += 1;
+    if (steps > MAX_STEPS) {
       throw new AppError(
-        "DEPENDENCY_NOT_FOUND",
-        versions.length === 0
-          ? `${name} is not published (required by ${unmet.from})`
-          : `No installable version of ${name} satisfies ${unmet.range} (required by ${unmet.from})`,
-        { name, range: unmet.range, requiredBy: unmet.from, available: live.map((v) => v.version) },
+        "DEPENDENCY_CONFLICT",
+        `The dependencies of ${rootName} are too entangled to resolve`,
+        {
+          name: rootName,
+          requirements: [],
+        },
       );
     }
-    return satisfying.reduce((best, v) => (semver.gt(v.version, best.version) ? v : best));
-  };
-
-  for (let pass = 0; pass < MAX_PASSES; pass++) {
-    const chosen = new Map<string, VersionCandidate>();
-    const seen = new Map<string, Requirement[]>();
-    let restart = false;
-    let level: Requirement[] = [{ name: rootName, range: rootRange, from: "install request" }];
-    while (level.length > 0 && !restart) {
-      await load(level.map((r) => r.name));
-      const next: Requirement[] = [];
-      for (const requirement of level) {
-        const list = seen.get(requirement.name) ?? [];
-        list.push(requirement);
-        seen.set(requirement.name, list);
-        const current = chosen.get(requirement.name);
-        if (current) {
-          if (semver.satisfies(current.version, requirement.range)) continue;
-          // The earlier pick is ruled out: remember every range for this name and start over.
-          constraints.set(requirement.name, dedupe([...(constraints.get(requirement.name) ?? []), ...list]));
-          pick(requirement.name, constraints.get(requirement.name)!);
-          restart = true;
+    const requirement = pending[index];
+    if (!requirement) return true;
+    const before = required.get(requirement.name) ?? [];
+    const requirements = [...before, requirement];
+    required.set(requirement.name, requirements);
+    const current = chosen.get(requirement.name);
+    let solved: boolean;
+    if (current) {
+      solved = semver.satisfies(current.version, requirement.range)
+        ? solve(pending, index + 1)
+        : fail(requirement.name, requirements);
+    } else {
+      const candidates = (known.get(requirement.name) ?? [])
+        .filter(
+          (v) => v.status !== "yanked" && requirements.every((r) => semver.satisfies(v.version, r.range)),
+        )
+        .sort((a, b) => semver.rcompare(a.version, b.version));
+      solved = candidates.length === 0 ? fail(requirement.name, requirements) : false;
+      for (const candidate of candidates) {
+        chosen.set(requirement.name, candidate);
+        const deps = Object.entries(candidate.dependencies).map(([name, range]) => ({
+          name,
+          range,
+          from: `${candidate.name}@${candidate.version}`,
+        }));
+        if (solve([...pending, ...deps], index + 1)) {
+          solved = true;
           break;
         }
-        const selected = pick(
-          requirement.name,
-          dedupe([...(constraints.get(requirement.name) ?? []), requirement]),
-        );
-        chosen.set(requirement.name, selected);
-        for (const [dep, range] of Object.entries(selected.dependencies)) {
-          next.push({ name: dep, range, from: `${selected.name}@${selected.version}` });
-        }
+        chosen.delete(requirement.name);
       }
-      level = next;
     }
-    if (restart) continue;
-    return finish(rootName, chosen);
+    if (!solved) required.set(requirement.name, before);
+    return solved;
+  };
+
+  if (!solve([{ name: rootName, range: rootRange, from: "install request" }], 0)) {
+    throw firstFailure ?? new AppError("DEPENDENCY_CONFLICT", `Could not resolve ${rootName}@${rootRange}`);
   }
-  throw new AppError(
-    "DEPENDENCY_CONFLICT",
-    `Could not settle the dependencies of ${rootName} after ${MAX_PASSES} passes`,
-  );
+  return finish(rootName, chosen);
 }
 
-function dedupe(list: Requirement[]): Requirement[] {
-  const keyed = new Map(list.map((r) => [`${r.range}|${r.from}`, r]));
-  return [...keyed.values()];
+/** Why no version of `name` fits: nothing published, one range unsatisfiable, or ranges that exclude each other. */
+function explain(name: string, requirements: Requirement[], versions: VersionCandidate[]): AppError {
+  const live = versions.filter((v) => v.status !== "yanked");
+  const unmet = requirements.find((r) => !live.some((v) => semver.satisfies(v.version, r.range)));
+  if (unmet || requirements.length < 2) {
+    const culprit = unmet ?? requirements[0]!;
+    return new AppError(
+      "DEPENDENCY_NOT_FOUND",
+      versions.length === 0
+        ? `${name} is not published (required by ${culprit.from})`
+        : `No installable version of ${name} satisfies ${culprit.range} (required by ${culprit.from})`,
+      { name, range: culprit.range, requiredBy: culprit.from, available: live.map((v) => v.version) },
+    );
+  }
+  return new AppError(
+    "DEPENDENCY_CONFLICT",
+    `No single version of ${name} satisfies ${requirements.map((r) => `${r.range} (from ${r.from})`).join(" and ")}`,
+    { name, requirements },
+  );
 }
 
 function finish(rootName: string, chosen: Map<string, VersionCandidate>): Resolution {

@@ -78,7 +78,7 @@ const CODE_PATTERNS: { id: string; pattern: RegExp; weight: number; severity: Se
 
 /**
  * Scores what a capsule asks for and contains. Each finding explains its part; weights combine as
- * independent risks so the score stays within [0, 1] and every extra capability raises it.
+ * independent risks so the score stays within [0, 1] and no extra capability ever lowers it.
  */
 export function assessRisk(
   manifest: CapsuleManifest,

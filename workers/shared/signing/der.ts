@@ -41,8 +41,11 @@ export function derToRaw(der: Uint8Array): Uint8Array<ArrayBuffer> | null {
     if (der[offset] !== 0x02) return null;
     const length = der[offset + 1] ?? 0;
     let value = der.subarray(offset + 2, offset + 2 + length);
-    if (value.length !== length || length === 0) return null;
-    while (value.length > 32 && value[0] === 0) value = value.subarray(1);
+    if (value.length !== length || length === 0 || length > 33) return null;
+    // DER integers are minimal and, for r and s, positive: no sign bit, no needless leading zero.
+    if ((value[0] ?? 0) & 0x80) return null;
+    if (value[0] === 0 && length > 1 && !((value[1] ?? 0) & 0x80)) return null;
+    if (value[0] === 0 && length > 1) value = value.subarray(1);
     if (value.length > 32) return null;
     raw.set(value, part * 32 + (32 - value.length));
     offset += 2 + length;
