@@ -1,12 +1,109 @@
-/** Versioned SQL for the ProjectCoordinator's SQLite storage; each entry runs once, in order. */
+/**
+ * Versioned SQL for the ProjectCoordinator's SQLite storage: one row per task, edge, attempt, budget entry,
+ * review and event. Each migration runs once, in order, inside the constructor's blockConcurrencyWhile.
+ */
 const MIGRATIONS: { version: number; sql: string }[] = [
   {
     version: 1,
-    sql: `CREATE TABLE IF NOT EXISTS project (
-            id TEXT PRIMARY KEY,
-            status TEXT NOT NULL,
-            created_at TEXT NOT NULL
-          );`,
+    sql: `
+      CREATE TABLE project (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        owner_id TEXT NOT NULL,
+        owner_handle TEXT NOT NULL,
+        status TEXT NOT NULL,
+        limit_tokens INTEGER NOT NULL,
+        max_parallel INTEGER NOT NULL,
+        quality_threshold REAL NOT NULL,
+        auto_remediations INTEGER NOT NULL,
+        accept_permissions TEXT NOT NULL,
+        reviewer TEXT,
+        failure_reason TEXT,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        finished_at TEXT
+      );
+      CREATE TABLE tasks (
+        id TEXT PRIMARY KEY,
+        seq INTEGER NOT NULL,
+        capsule TEXT NOT NULL,
+        version TEXT NOT NULL,
+        runtime TEXT NOT NULL,
+        permissions TEXT NOT NULL,
+        inputs TEXT NOT NULL,
+        token_estimate INTEGER NOT NULL,
+        success_criteria TEXT NOT NULL,
+        is_plan INTEGER NOT NULL DEFAULT 0,
+        status TEXT NOT NULL,
+        failures INTEGER NOT NULL DEFAULT 0,
+        remediations INTEGER NOT NULL DEFAULT 0,
+        score REAL,
+        feedback TEXT,
+        last_error TEXT,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL
+      );
+      CREATE INDEX tasks_status ON tasks(status, seq);
+      CREATE TABLE edges (
+        task_id TEXT NOT NULL,
+        depends_on TEXT NOT NULL,
+        PRIMARY KEY (task_id, depends_on)
+      );
+      CREATE INDEX edges_depends_on ON edges(depends_on);
+      CREATE TABLE attempts (
+        id TEXT PRIMARY KEY,
+        task_id TEXT NOT NULL,
+        n INTEGER NOT NULL,
+        reason TEXT NOT NULL,
+        status TEXT NOT NULL,
+        reserved_tokens INTEGER NOT NULL,
+        input_tokens INTEGER NOT NULL DEFAULT 0,
+        output_tokens INTEGER NOT NULL DEFAULT 0,
+        error TEXT,
+        output_key TEXT,
+        dispatched_at TEXT NOT NULL,
+        started_at TEXT,
+        finished_at TEXT,
+        lease_until INTEGER
+      );
+      CREATE INDEX attempts_task ON attempts(task_id, n);
+      CREATE INDEX attempts_status ON attempts(status);
+      CREATE TABLE budget_entries (
+        attempt_id TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        tokens INTEGER NOT NULL,
+        created_at TEXT NOT NULL,
+        PRIMARY KEY (attempt_id, kind)
+      );
+      CREATE TABLE reviews (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        task_id TEXT NOT NULL,
+        attempt_id TEXT,
+        kind TEXT NOT NULL,
+        score REAL,
+        subscores TEXT,
+        decision TEXT NOT NULL,
+        feedback TEXT,
+        reviewer TEXT NOT NULL,
+        created_at TEXT NOT NULL
+      );
+      CREATE TABLE events (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        type TEXT NOT NULL,
+        task_id TEXT,
+        data TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        sent INTEGER NOT NULL DEFAULT 0
+      );
+      CREATE INDEX events_unsent ON events(sent, seq);
+      CREATE TABLE schedule (
+        id TEXT PRIMARY KEY,
+        kind TEXT NOT NULL,
+        ref TEXT NOT NULL,
+        due_at INTEGER NOT NULL
+      );
+      CREATE INDEX schedule_due ON schedule(due_at);
+    `,
   },
 ];
 

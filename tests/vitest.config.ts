@@ -29,6 +29,8 @@ export default defineConfig(async () => ({
       miniflare: {
         bindings: {
           ...testSecrets,
+          // Fast retries and short leases keep the KAMACHIQ tests quick; the logic is the same at any scale.
+          KAMACHIQ_RETRY_BASE_MS: "50",
           TEST_MIGRATIONS: await readD1Migrations(path.join(root, "migrations")),
         },
       },

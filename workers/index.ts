@@ -1,12 +1,21 @@
 import { app } from "./api/app";
+import { handleAgentTasks } from "./consumers/agent-tasks";
 import { database } from "./shared/db/client";
 import { flushOutbox } from "./shared/events/outbox";
 import { publishPendingApprovals } from "./shared/marketplace/submissions";
 
 export { ProjectCoordinator } from "../durable-objects/project-coordinator";
+export { CapsuleHost } from "./entrypoints/capsule-host";
 
 export default {
   fetch: app.fetch,
+
+  /** Dispatches by queue name (environments prefix names, so match on the suffix). */
+  async queue(batch, env, ctx) {
+    if (batch.queue.endsWith("soma-agent-tasks")) return handleAgentTasks(batch, env, ctx);
+    console.error(JSON.stringify({ level: "error", msg: "no consumer for queue", queue: batch.queue }));
+    batch.retryAll();
+  },
 
   /** Every minute: re-send outbox events whose hand-off did not finish, publish approvals left half-way. */
   async scheduled(_controller, env, ctx) {

@@ -47,8 +47,11 @@ async function publishCapsule(): Promise<Published> {
   };
   const tar = await packTar(
     [
-      { header: { name: "capsule.yaml", size: 0, type: "file" }, body: stringify(manifest) },
-      { header: { name: "main.js", size: 0, type: "file" }, body: "export default { run: (i) => i };\n" },
+      { header: { name: "capsule.yaml", size: 0, type: "file" as const }, body: stringify(manifest) },
+      {
+        header: { name: "main.js", size: 0, type: "file" as const },
+        body: "export default { run: (i) => i };\n",
+      },
     ].map((e) => ({ ...e, header: { ...e.header, size: Buffer.byteLength(e.body) } })),
   );
   const res = await fetch(`${baseUrl()}/v1/capsules`, {

@@ -9,6 +9,7 @@ import { authRoutes } from "./routes/auth";
 import { capsuleRoutes } from "./routes/capsules";
 import { healthRoutes } from "./routes/health";
 import { installRoutes } from "./routes/installs";
+import { projectRoutes, reviewTaskRoutes } from "./routes/projects";
 import { reviewRoutes } from "./routes/reviews";
 import { schemaRoutes } from "./routes/schemas";
 import { wellKnownRoutes } from "./routes/well-known";
@@ -33,7 +34,9 @@ export const app = new Hono<AppEnv>()
   .route("/v1/auth", authRoutes)
   .route("/v1/capsules", capsuleRoutes)
   .route("/v1", reviewRoutes)
-  .route("/v1/installs", installRoutes);
+  .route("/v1/installs", installRoutes)
+  .route("/v1/projects", projectRoutes)
+  .route("/v1/review-tasks", reviewTaskRoutes);
 
 app.onError((error, c) => {
   let code: ErrorCode = "INTERNAL";

@@ -115,3 +115,35 @@ export const capsulesFts = sqliteTable("capsules_fts", {
   tags: text("tags").notNull(),
   capsuleId: text("capsule_id").notNull(),
 });
+
+export const projects = sqliteTable("projects", {
+  id: text("id").primaryKey(),
+  ownerId: text("owner_id").notNull(),
+  name: text("name").notNull(),
+  status: text("status").notNull(),
+  createdAt: text("created_at").notNull(),
+  updatedAt: text("updated_at").notNull(),
+});
+
+export const reviewTasks = sqliteTable("review_tasks", {
+  projectId: text("project_id").notNull(),
+  taskId: text("task_id").notNull(),
+  ownerId: text("owner_id").notNull(),
+  capsule: text("capsule").notNull(),
+  score: real("score"),
+  createdAt: text("created_at").notNull(),
+});
+
+export const runnerJobs = sqliteTable("runner_jobs", {
+  attemptId: text("attempt_id").primaryKey(),
+  projectId: text("project_id").notNull(),
+  taskId: text("task_id").notNull(),
+  ownerId: text("owner_id").notNull(),
+  payload: text("payload").notNull(),
+  status: text("status").notNull(),
+  runnerId: text("runner_id"),
+  leaseUntil: text("lease_until"),
+  claims: integer("claims").notNull().default(0),
+  createdAt: text("created_at").notNull(),
+  finishedAt: text("finished_at"),
+});

@@ -2,12 +2,9 @@ import { and, desc, eq, inArray, isNull, sql } from "drizzle-orm";
 import { type Database, newId, nowIso } from "../db/client";
 import { capsules, capsuleVersions, installs } from "../db/schema";
 import { type ResolvedPackage, resolveDependencies, type VersionCandidate } from "../domain/resolve";
-import { fromBase64, sha256Hex } from "../encoding";
 import { AppError } from "../errors";
 import { cloudEvent, outboxInsert } from "../events/outbox";
-import { importPublicKeyPem, verifyDer } from "../signing/keys";
-import { findKey } from "../signing/registry";
-import { publishedKeys, readObject } from "../storage/bundles";
+import { loadVerifiedBundle } from "./verified-bundles";
 
 export interface LockedPackage {
   name: string;
@@ -39,37 +36,6 @@ interface VersionRow {
   keyid: string;
   signature: string;
   deprecationMessage: string | null;
-}
-
-const publicKeys = new Map<string, Promise<CryptoKey>>();
-
-async function publicKeyFor(db: Database, keyid: string): Promise<CryptoKey> {
-  let key = publicKeys.get(keyid);
-  if (!key) {
-    key = findKey(db, keyid).then((row) => {
-      if (!row) throw new AppError("INTEGRITY_CHECK_FAILED", `Signing key ${keyid} is not registered`);
-      return importPublicKeyPem(row.publicPem);
-    });
-    publicKeys.set(keyid, key);
-    key.catch(() => publicKeys.delete(keyid));
-  }
-  return key;
-}
-
-/** Checks a published bundle's bytes against its recorded digest and platform signature. */
-async function verifyPublishedBundle(
-  env: { BUNDLES: R2Bucket },
-  db: Database,
-  row: VersionRow,
-): Promise<void> {
-  const label = `${row.name}@${row.version}`;
-  const bytes = await readObject(env.BUNDLES, publishedKeys(row.name, row.version).bundle);
-  if (!bytes) throw new AppError("INTEGRITY_CHECK_FAILED", `The bundle of ${label} is missing from storage`);
-  if ((await sha256Hex(bytes)) !== row.sha256) {
-    throw new AppError("INTEGRITY_CHECK_FAILED", `The bundle of ${label} does not match its recorded sha256`);
-  }
-  const ok = await verifyDer(await publicKeyFor(db, row.keyid), bytes, fromBase64(row.signature));
-  if (!ok) throw new AppError("INTEGRITY_CHECK_FAILED", `The signature of ${label} does not verify`);
 }
 
 /**
@@ -125,7 +91,7 @@ export async function createInstall(
     );
   }
 
-  await Promise.all(chosen.map((row) => verifyPublishedBundle(env, db, row)));
+  await Promise.all(chosen.map((row) => loadVerifiedBundle(env, db, row)));
 
   const lock = { packages: resolution.packages.map((p) => lockEntry(env.PUBLIC_URL, p, rows)) };
   const install: InstallView = {

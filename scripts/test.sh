@@ -1,0 +1,117 @@
+#!/usr/bin/env bash
+# The whole check, as `npm test` runs it: generated types, lint and format, type checks, the Workers tests
+# in workerd, then the end-to-end tests against the platform as `npm start` runs it. Every step runs even
+# after a failure, so one run shows everything that is wrong; the exit status is non-zero if any failed.
+# The last line counts the tests of both vitest runs: "N passed, N failed".
+set -uo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+export WRANGLER_SEND_METRICS=false
+export CLOUDFLARE_CF_FETCH_ENABLED=false
+export XDG_CONFIG_HOME="$PWD/.wrangler/config"
+
+# System packages the tests call: openssl verifies capsule signatures independently of the platform.
+# ClickHouse and Chromium join this list with the tests that need them.
+APT_PACKAGES=(openssl)
+
+report_dir="$(mktemp -d "${TMPDIR:-/tmp}/soma-test-XXXXXX")"
+trap 'rm -rf "$report_dir"' EXIT
+failed_steps=()
+
+step() {
+  echo
+  echo "==> $*"
+}
+
+# Installs the Debian packages that are missing, when running as root; otherwise says what to install.
+ensure_apt_packages() {
+  local missing=() package
+  for package in "$@"; do
+    dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
+  done
+  [ "${#missing[@]}" -eq 0 ] && return 0
+  if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
+    step "Installing ${missing[*]} (apt)"
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
+  else
+    echo "Missing system packages: ${missing[*]} (install them with apt-get as root); tests that need them will fail" >&2
+    return 1
+  fi
+}
+
+ensure_node_modules() {
+  if [ ! -x node_modules/.bin/wrangler ] || [ ! -x node_modules/.bin/vitest ]; then
+    step "Installing npm dependencies (npm ci)"
+    npm ci
+  fi
+}
+
+# run <label> <command...>: runs one step and records it when it fails.
+run() {
+  local label="$1"
+  shift
+  step "$label"
+  if ! "$@"; then
+    failed_steps+=("$label")
+    return 1
+  fi
+}
+
+# vitest_run <label> <config>: one vitest run with a JSON report to count its tests.
+vitest_run() {
+  local label="$1" config="$2"
+  run "$label" npx vitest run --config "$config" --reporter=default --reporter=json \
+    --outputFile.json="$report_dir/$(basename "$(dirname "$config")").json"
+}
+
+ensure_apt_packages "${APT_PACKAGES[@]}" || failed_steps+=("system packages")
+ensure_node_modules || failed_steps+=("npm ci")
+# wrangler.toml serves static assets from web/dist, and wrangler refuses to start without it.
+run "Building the web app" node scripts/build-web.mjs
+
+if ! run "Checking worker-configuration.d.ts against wrangler.toml" \
+  npx wrangler types --strict-vars=false --check; then
+  echo "worker-configuration.d.ts is out of date: run \`npm run types\` and commit the result" >&2
+fi
+run "Lint and format (biome)" npx biome check .
+run "Type check: Worker" npx tsc --noEmit -p tsconfig.json
+if [ -f tests/tsconfig.json ]; then
+  run "Type check: Workers tests" npx tsc --noEmit -p tests/tsconfig.json
+else
+  echo "tests/tsconfig.json is missing; skipping the Workers tests type check"
+fi
+if [ -f tsconfig.node.json ]; then
+  run "Type check: CLI and end-to-end tests (Node)" npx tsc --noEmit -p tsconfig.node.json
+fi
+vitest_run "Workers tests (vitest in workerd)" tests/vitest.config.ts
+vitest_run "End-to-end tests (npm start's platform)" tests/e2e/vitest.config.ts
+
+# A run that failed without a failing test (a file that does not load, a crash before the report) counts
+# as failed tests too, so the total never hides it.
+counts="$(
+  node -e '
+    const fs = require("node:fs");
+    let passed = 0, failed = 0;
+    for (const file of process.argv.slice(1)) {
+      try {
+        const report = JSON.parse(fs.readFileSync(file, "utf8"));
+        passed += report.numPassedTests;
+        failed += report.numFailedTests;
+        if (!report.success && report.numFailedTests === 0) failed += Math.max(1, report.numFailedTestSuites);
+      } catch {
+        console.error(`no test report at ${file}: that vitest run did not finish`);
+        failed += 1;
+      }
+    }
+    console.log(`${passed} ${failed}`);
+  ' "$report_dir/tests.json" "$report_dir/e2e.json"
+)"
+read -r passed failed <<<"$counts"
+
+echo
+if [ "${#failed_steps[@]}" -gt 0 ]; then
+  echo "Failed steps:"
+  printf '  - %s\n' "${failed_steps[@]}"
+fi
+echo "$passed passed, $failed failed"
+[ "${#failed_steps[@]}" -eq 0 ] && [ "$failed" -eq 0 ]

@@ -1,0 +1,168 @@
+import { type ChildProcess, spawn } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { appendFileSync } from "node:fs";
+import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import type { TestProject } from "vitest/node";
+import { freePort, isAlive, stopProcessGroup } from "../../scripts/lib/processes.mjs";
+
+declare module "vitest" {
+  export interface ProvidedContext {
+    /** Base URL of the running platform, without a trailing slash. */
+    baseUrl: string;
+    /** The bootstrap admin bearer the platform was started with. */
+    adminToken: string;
+  }
+}
+
+const root = path.resolve(import.meta.dirname, "../..");
+const READY_TIMEOUT_MS = 240_000;
+
+export interface ProcessGroup {
+  name: string;
+  pgid: number;
+}
+
+export interface RunningPlatform {
+  url: string;
+  port: number;
+  adminToken: string;
+  stateDir: string;
+  /** The start script's own pid; it leads its process group. */
+  pid: number;
+  /** The process groups the start script launched (wrangler dev and workerd, local services). */
+  groups: ProcessGroup[];
+  /** Everything the start script printed so far. */
+  output: string[];
+  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  /** SIGTERM to the start script, as a terminal's Ctrl-C would; resolves with how it exited. */
+  stop(): Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+}
+
+/**
+ * Runs `node scripts/start.mjs` the way a developer does, on a free port with its own state directory and
+ * admin token, and resolves once it prints `SOMA_READY <url>`.
+ */
+export async function startPlatform(options: { stateDir: string; port?: number }): Promise<RunningPlatform> {
+  const port = options.port ?? (await freePort());
+  const adminToken = `e2e-${randomBytes(24).toString("base64url")}`;
+  const logFile = path.join(options.stateDir, "start.log");
+  const child: ChildProcess = spawn(process.execPath, [path.join(root, "scripts/start.mjs")], {
+    cwd: root,
+    env: {
+      ...process.env,
+      PORT: String(port),
+      SOMA_STATE_DIR: options.stateDir,
+      SOMA_ADMIN_TOKEN: adminToken,
+    },
+    detached: true,
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  const pid = child.pid;
+  if (pid === undefined) throw new Error("could not start scripts/start.mjs");
+
+  const output: string[] = [];
+  let announcedUrl: string | undefined;
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
+    child.once("exit", (code, signal) => resolve({ code, signal }));
+  });
+  const ready = new Promise<string>((resolve, reject) => {
+    const onLine = (line: string) => {
+      output.push(line);
+      appendFileSync(logFile, `${line}\n`);
+      const match = line.match(/^SOMA_READY (\S+)$/);
+      if (match?.[1]) {
+        announcedUrl = match[1];
+        resolve(match[1]);
+      }
+    };
+    for (const stream of [child.stdout, child.stderr]) {
+      let pending = "";
+      stream?.setEncoding("utf8");
+      stream?.on("data", (chunk: string) => {
+        pending += chunk;
+        const lines = pending.split("\n");
+        pending = lines.pop() ?? "";
+        for (const line of lines) onLine(line);
+      });
+    }
+    void exited.then(({ code, signal }) => {
+      if (!announcedUrl) {
+        reject(new Error(`start.mjs exited (${signal ?? code}) before SOMA_READY:\n${output.join("\n")}`));
+      }
+    });
+  });
+
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(
+      () => reject(new Error(`no SOMA_READY within ${READY_TIMEOUT_MS / 1000} s:\n${output.join("\n")}`)),
+      READY_TIMEOUT_MS,
+    );
+  });
+  let url: string;
+  try {
+    url = await Promise.race([ready, timeout]);
+  } catch (error) {
+    await forceStop(pid, options.stateDir);
+    throw error;
+  } finally {
+    clearTimeout(timer);
+  }
+
+  const record = JSON.parse(await readFile(path.join(options.stateDir, "processes.json"), "utf8")) as {
+    groups: ProcessGroup[];
+  };
+  return {
+    url,
+    port,
+    adminToken,
+    stateDir: options.stateDir,
+    pid,
+    groups: record.groups,
+    output,
+    exited,
+    async stop() {
+      if (isAlive(pid)) process.kill(pid, "SIGTERM");
+      return exited;
+    },
+  };
+}
+
+/** Last resort when the start script hangs: stop its group and whatever groups it recorded. */
+async function forceStop(pid: number, stateDir: string): Promise<void> {
+  let groups: ProcessGroup[] = [];
+  try {
+    groups = JSON.parse(await readFile(path.join(stateDir, "processes.json"), "utf8")).groups ?? [];
+  } catch {
+    // It never got as far as starting anything.
+  }
+  await stopProcessGroup(pid);
+  for (const group of groups) await stopProcessGroup(group.pgid);
+}
+
+/**
+ * Starts one platform for every e2e file, or uses the one at SOMA_E2E_URL (with SOMA_E2E_ADMIN_TOKEN).
+ */
+export default async function setup(project: TestProject): Promise<() => Promise<void>> {
+  const external = process.env.SOMA_E2E_URL;
+  if (external) {
+    project.provide("baseUrl", external.replace(/\/+$/, ""));
+    project.provide("adminToken", process.env.SOMA_E2E_ADMIN_TOKEN ?? "");
+    return async () => {};
+  }
+  const stateDir = await mkdtemp(path.join(tmpdir(), "soma-e2e-"));
+  const platform = await startPlatform({ stateDir });
+  project.provide("baseUrl", platform.url);
+  project.provide("adminToken", platform.adminToken);
+  return async () => {
+    const stopped = await Promise.race([
+      platform.stop(),
+      new Promise<null>((resolve) => setTimeout(() => resolve(null), 30_000)),
+    ]);
+    if (stopped === null) await forceStop(platform.pid, stateDir);
+    if (process.env.SOMA_E2E_KEEP_STATE) console.log(`e2e state kept in ${stateDir}`);
+    else await rm(stateDir, { recursive: true, force: true });
+  };
+}

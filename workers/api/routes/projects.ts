@@ -1,0 +1,158 @@
+import { Hono } from "hono";
+import { z } from "zod";
+import { requireAccount, requirePrincipal } from "../../shared/auth/principal";
+import { database } from "../../shared/db/client";
+import { artifactArchive, listArtifacts, readArtifact } from "../../shared/kamachiq/artifacts";
+import {
+  createProject,
+  listProjects,
+  listReviewTasks,
+  projectFor,
+  unwrap,
+} from "../../shared/kamachiq/projects";
+import { createProjectSchema } from "../../shared/kamachiq/spec";
+import type { AppEnv } from "../context";
+import { signedIn, withAccount } from "../middleware/guards";
+import { jsonBody, pathParams, queryParams } from "../validate";
+
+const projectParams = z.object({ id: z.string().regex(/^[a-f0-9]{64}$/, "not a project id") });
+const taskParams = projectParams.extend({
+  taskId: z.string().regex(/^[a-z0-9][a-z0-9_.-]{0,63}$/, "not a task id"),
+});
+const limitQuery = z.object({ limit: z.coerce.number().int().min(1).max(200).default(50) }).strict();
+
+export const projectRoutes = new Hono<AppEnv>()
+  .post("/", withAccount, jsonBody(createProjectSchema), async (c) => {
+    const owner = requireAccount(c.get("principal"));
+    const project = await createProject(c.env, database(c.env.DB), owner, c.req.valid("json"));
+    return c.json({ project }, 201);
+  })
+  .get("/", withAccount, queryParams(limitQuery), async (c) => {
+    const owner = requireAccount(c.get("principal"));
+    return c.json({
+      items: await listProjects(database(c.env.DB), owner.accountId, c.req.valid("query").limit),
+    });
+  })
+  .get("/:id", signedIn, pathParams(projectParams), async (c) => {
+    const stub = await projectFor(
+      c.env,
+      database(c.env.DB),
+      requirePrincipal(c.get("principal")),
+      c.req.valid("param").id,
+    );
+    return c.json({ project: unwrap(await stub.snapshot()) });
+  })
+  .post("/:id/cancel", signedIn, pathParams(projectParams), async (c) => {
+    const principal = requirePrincipal(c.get("principal"));
+    const stub = await projectFor(c.env, database(c.env.DB), principal, c.req.valid("param").id);
+    return c.json({ project: unwrap(await stub.cancel(principal.handle ?? "admin")) });
+  })
+  .get("/:id/report", signedIn, pathParams(projectParams), async (c) => {
+    const stub = await projectFor(
+      c.env,
+      database(c.env.DB),
+      requirePrincipal(c.get("principal")),
+      c.req.valid("param").id,
+    );
+    return c.json({ report: unwrap(await stub.report()) });
+  })
+  .get("/:id/ws", signedIn, pathParams(projectParams), async (c) => {
+    if (c.req.header("upgrade")?.toLowerCase() !== "websocket") {
+      return c.json(
+        {
+          error: {
+            code: "BAD_REQUEST",
+            message: "Expected a WebSocket upgrade",
+            requestId: c.get("requestId"),
+          },
+        },
+        426,
+      );
+    }
+    const stub = await projectFor(
+      c.env,
+      database(c.env.DB),
+      requirePrincipal(c.get("principal")),
+      c.req.valid("param").id,
+    );
+    return stub.fetch(c.req.raw);
+  })
+  .get("/:id/events", signedIn, pathParams(projectParams), async (c) => {
+    const stub = await projectFor(
+      c.env,
+      database(c.env.DB),
+      requirePrincipal(c.get("principal")),
+      c.req.valid("param").id,
+    );
+    return stub.fetch(c.req.raw);
+  })
+  .get("/:id/artifacts", signedIn, pathParams(projectParams), async (c) => {
+    const { id } = c.req.valid("param");
+    await projectFor(c.env, database(c.env.DB), requirePrincipal(c.get("principal")), id);
+    return c.json({ items: await listArtifacts(c.env.BUNDLES, id) });
+  })
+  .get("/:id/artifacts.tar.gz", signedIn, pathParams(projectParams), async (c) => {
+    const { id } = c.req.valid("param");
+    await projectFor(c.env, database(c.env.DB), requirePrincipal(c.get("principal")), id);
+    return new Response(await artifactArchive(c.env.BUNDLES, id), {
+      headers: {
+        "content-type": "application/gzip",
+        "content-disposition": `attachment; filename="project-${id.slice(0, 12)}-artifacts.tar.gz"`,
+      },
+    });
+  })
+  .get("/:id/artifacts/*", signedIn, async (c) => {
+    const id = c.req.param("id") ?? "";
+    const parsed = projectParams.safeParse({ id });
+    if (!parsed.success)
+      return c.json(
+        { error: { code: "VALIDATION_FAILED", message: "not a project id", requestId: c.get("requestId") } },
+        400,
+      );
+    await projectFor(c.env, database(c.env.DB), requirePrincipal(c.get("principal")), id);
+    const path = decodeURIComponent(
+      new URL(c.req.url).pathname.split(`/v1/projects/${id}/artifacts/`)[1] ?? "",
+    );
+    const object = await readArtifact(c.env.BUNDLES, id, path);
+    return new Response(object.body, {
+      headers: {
+        "content-type": path.endsWith(".json") ? "application/json" : "text/plain; charset=utf-8",
+        "content-length": String(object.size),
+      },
+    });
+  })
+  .post(
+    "/:id/tasks/:taskId/review",
+    signedIn,
+    pathParams(taskParams),
+    jsonBody(
+      z
+        .object({
+          decision: z.enum(["approve", "reject", "request_changes"]),
+          feedback: z.string().max(20_000).default(""),
+        })
+        .strict()
+        .refine((b) => b.decision === "approve" || b.feedback.trim().length > 0, {
+          message: "explain a rejection or a change request in feedback",
+          path: ["feedback"],
+        }),
+    ),
+    async (c) => {
+      const principal = requirePrincipal(c.get("principal"));
+      const { id, taskId } = c.req.valid("param");
+      const { decision, feedback } = c.req.valid("json");
+      const stub = await projectFor(c.env, database(c.env.DB), principal, id);
+      return c.json({
+        project: unwrap(await stub.reviewTask(taskId, decision, feedback, principal.handle ?? "admin")),
+      });
+    },
+  );
+
+export const reviewTaskRoutes = new Hono<AppEnv>().get("/", signedIn, queryParams(limitQuery), async (c) => {
+  const items = await listReviewTasks(
+    database(c.env.DB),
+    requirePrincipal(c.get("principal")),
+    c.req.valid("query").limit,
+  );
+  return c.json({ items });
+});

@@ -1,0 +1,67 @@
+import { executeAttempt } from "../shared/agents/execute";
+import { enqueueRunnerJob } from "../shared/agents/runner-jobs";
+import { database } from "../shared/db/client";
+import { coordinator } from "../shared/kamachiq/coordinator-client";
+import { agentTaskMessageSchema } from "../shared/kamachiq/types";
+
+/** Runner jobs get this long before the runner must report (its lease is renewed by heartbeats). */
+const RUNNER_TIMEOUT_SECONDS = 300;
+
+/**
+ * The agents: each message names one attempt. The coordinator hands out its context, the capsule runs in a
+ * sandbox (or goes to a runner), the gate scores it, and the coordinator settles it exactly once. Malformed
+ * messages go to the dead-letter queue at once; infrastructure failures are retried with backoff.
+ */
+export async function handleAgentTasks(
+  batch: MessageBatch<unknown>,
+  env: Env,
+  ctx: ExecutionContext,
+): Promise<void> {
+  const db = database(env.DB);
+  await Promise.all(
+    batch.messages.map(async (message) => {
+      const parsed = agentTaskMessageSchema.safeParse(message.body);
+      if (!parsed.success) {
+        console.error(JSON.stringify({ level: "error", msg: "poison agent-task message", id: message.id }));
+        await env.AGENT_TASKS_DLQ.send({ reason: "invalid message", body: message.body as never });
+        message.ack();
+        return;
+      }
+      const { projectId, attemptId } = parsed.data;
+      try {
+        const stub = coordinator(env, projectId);
+        const started = await stub.startAttempt(attemptId);
+        if (!started.ok) {
+          // Finished, cancelled or unknown: a duplicate or stale delivery, nothing to do.
+          message.ack();
+          return;
+        }
+        const attempt = started.value;
+        if (attempt.runtime === "runner") {
+          await enqueueRunnerJob(db, attempt.ownerId, {
+            attemptId,
+            projectId,
+            taskId: attempt.taskId,
+            capsule: attempt.capsule,
+            version: attempt.version,
+            input: attempt.input,
+            reservedTokens: attempt.reservedTokens,
+            timeoutSeconds: RUNNER_TIMEOUT_SECONDS,
+            maxOutputBytes: 256 * 1024,
+            permissions: attempt.permissions,
+          });
+          message.ack();
+          return;
+        }
+        const outcome = await executeAttempt(env, db, (props) => ctx.exports.CapsuleHost({ props }), attempt);
+        await stub.settleAttempt(attemptId, outcome);
+        message.ack();
+      } catch (error) {
+        console.error(
+          JSON.stringify({ level: "error", msg: "agent attempt failed", attemptId, error: String(error) }),
+        );
+        message.retry({ delaySeconds: Math.min(60, 2 ** message.attempts) });
+      }
+    }),
+  );
+}

@@ -1,0 +1,97 @@
+import { WorkerEntrypoint } from "cloudflare:workers";
+import {
+  artifactKey,
+  artifactPrefix,
+  type CapsuleHostProps,
+  checkArtifactPath,
+  egressAllowed,
+  MAX_ARTIFACT_BYTES,
+  requirePermission,
+} from "../shared/agents/capabilities";
+import { callModel, type ModelRequest, modelGatewayEnv } from "../shared/agents/model-gateway";
+import { AppError } from "../shared/errors";
+
+/**
+ * The only door out of a capsule's sandbox. Each method checks the permission the capsule declared before
+ * touching project artefacts, the network or the model gateway; everything else is unreachable.
+ */
+export class CapsuleHost extends WorkerEntrypoint<Env, CapsuleHostProps> {
+  async readArtifact(path: string): Promise<string | null> {
+    requirePermission(this.ctx.props, "artifacts.read");
+    const object = await this.env.BUNDLES.get(artifactKey(this.ctx.props.projectId, checkArtifactPath(path)));
+    return object ? object.text() : null;
+  }
+
+  async listArtifacts(): Promise<string[]> {
+    requirePermission(this.ctx.props, "artifacts.read");
+    const prefix = artifactPrefix(this.ctx.props.projectId);
+    const paths: string[] = [];
+    let cursor: string | undefined;
+    do {
+      const page = await this.env.BUNDLES.list({ prefix, cursor });
+      paths.push(...page.objects.map((o) => o.key.slice(prefix.length)));
+      cursor = page.truncated ? page.cursor : undefined;
+    } while (cursor && paths.length < 10_000);
+    return paths.sort();
+  }
+
+  async writeArtifact(path: string, content: string): Promise<{ path: string; size: number }> {
+    requirePermission(this.ctx.props, "artifacts.write");
+    const clean = checkArtifactPath(path);
+    const bytes = new TextEncoder().encode(content);
+    if (bytes.length > MAX_ARTIFACT_BYTES) {
+      throw new AppError("PAYLOAD_TOO_LARGE", `Artefact ${clean} is larger than ${MAX_ARTIFACT_BYTES} bytes`);
+    }
+    await this.env.BUNDLES.put(artifactKey(this.ctx.props.projectId, clean), bytes, {
+      customMetadata: { taskId: this.ctx.props.taskId, attemptId: this.ctx.props.attemptId },
+    });
+    return { path: clean, size: bytes.length };
+  }
+
+  async egress(
+    url: string,
+    init?: { method?: string; headers?: Record<string, string>; body?: string },
+  ): Promise<{ status: number; headers: Record<string, string>; body: string }> {
+    let parsed: URL;
+    try {
+      parsed = new URL(url);
+    } catch {
+      throw new AppError("VALIDATION_FAILED", `"${url}" is not a URL`);
+    }
+    if (!egressAllowed(this.ctx.props.permissions, parsed.hostname)) {
+      throw new AppError(
+        "FORBIDDEN",
+        `PERMISSION_DENIED: ${this.ctx.props.capsule} did not declare network.egress:${parsed.hostname}`,
+      );
+    }
+    const response = await fetch(parsed, {
+      method: init?.method ?? "GET",
+      headers: init?.headers,
+      body: init?.body,
+    });
+    return {
+      status: response.status,
+      headers: Object.fromEntries(response.headers),
+      body: await response.text(),
+    };
+  }
+
+  async llm(request: ModelRequest) {
+    requirePermission(this.ctx.props, "llm");
+    return callModel(modelGatewayEnv(this.env), request);
+  }
+
+  async log(message: string): Promise<void> {
+    requirePermission(this.ctx.props, "logging");
+    console.log(
+      JSON.stringify({
+        level: "info",
+        source: "capsule",
+        capsule: this.ctx.props.capsule,
+        projectId: this.ctx.props.projectId,
+        taskId: this.ctx.props.taskId,
+        message: message.slice(0, 4000),
+      }),
+    );
+  }
+}

@@ -1,0 +1,42 @@
+import type { CoordinatorCreateInput } from "../../../durable-objects/project-coordinator";
+import type { AttemptContext, CoordinatorResult, Outcome, ProjectSnapshot, TaskView } from "./types";
+
+export interface ProjectReport {
+  project: Pick<
+    ProjectSnapshot,
+    "id" | "name" | "owner" | "status" | "failureReason" | "createdAt" | "finishedAt"
+  >;
+  budget: ProjectSnapshot["budget"];
+  totals: Record<string, number | null>;
+  tasks: (TaskView & { attemptsDetail: unknown[]; gates: unknown[] })[];
+  reviewerDecisions: unknown[];
+  artifacts: { path: string; size: number }[];
+  timeline: { seq: number; type: string; taskId: unknown; at: string; data: unknown }[];
+}
+
+/** The coordinator's RPC surface as callers use it (the class implements it). */
+export interface CoordinatorApi {
+  create(input: CoordinatorCreateInput): Promise<CoordinatorResult<ProjectSnapshot>>;
+  snapshot(): Promise<CoordinatorResult<ProjectSnapshot>>;
+  startAttempt(attemptId: string): Promise<CoordinatorResult<AttemptContext>>;
+  settleAttempt(attemptId: string, outcome: Outcome): Promise<CoordinatorResult<{ duplicate: boolean }>>;
+  reviewTask(
+    taskId: string,
+    decision: "approve" | "reject" | "request_changes",
+    feedback: string,
+    reviewer: string,
+  ): Promise<CoordinatorResult<ProjectSnapshot>>;
+  cancel(by: string): Promise<CoordinatorResult<ProjectSnapshot>>;
+  report(): Promise<CoordinatorResult<ProjectReport>>;
+  fetch(request: Request): Promise<Response>;
+}
+
+/** A typed stub for one project's coordinator. Project ids are the Durable Object ids (64 hex characters). */
+export function coordinator(
+  env: { PROJECT_COORDINATOR: DurableObjectNamespace },
+  projectId: string,
+): CoordinatorApi {
+  return env.PROJECT_COORDINATOR.get(
+    env.PROJECT_COORDINATOR.idFromString(projectId),
+  ) as unknown as CoordinatorApi;
+}
