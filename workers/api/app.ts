@@ -11,6 +11,7 @@ import { healthRoutes } from "./routes/health";
 import { installRoutes } from "./routes/installs";
 import { projectRoutes, reviewTaskRoutes } from "./routes/projects";
 import { reviewRoutes } from "./routes/reviews";
+import { runnerRoutes } from "./routes/runners";
 import { schemaRoutes } from "./routes/schemas";
 import { wellKnownRoutes } from "./routes/well-known";
 
@@ -36,7 +37,8 @@ export const app = new Hono<AppEnv>()
   .route("/v1", reviewRoutes)
   .route("/v1/installs", installRoutes)
   .route("/v1/projects", projectRoutes)
-  .route("/v1/review-tasks", reviewTaskRoutes);
+  .route("/v1/review-tasks", reviewTaskRoutes)
+  .route("/v1/runners", runnerRoutes);
 
 app.onError((error, c) => {
   let code: ErrorCode = "INTERNAL";
