@@ -445,3 +445,25 @@ describe("project API", () => {
     expect(text).toMatch(/id: \d+\nevent: task.dispatched/);
   });
 });
+
+describe("prompt capsules", () => {
+  it("fail with MODEL_PROVIDER_NOT_CONFIGURED when no model provider is set, without retrying", async () => {
+    const { bundle, upload } = await import("../helpers");
+    const res = await upload(
+      owner.apiKey,
+      await bundle({ name: `${ns}/summarise`, runtime: "prompt", permissions: ["llm"] }),
+    );
+    expect(res.status).toBe(201);
+    const id = await start({
+      name: "prompt",
+      spec: {
+        tasks: [{ id: "p", capsule: `${ns}/summarise`, inputs: { text: "hello" } }],
+        acceptPermissions: ["llm"],
+      },
+    });
+    const done = await waitForStatus(owner.apiKey, id, ["failed", "completed"]);
+    expect(done.status).toBe("failed");
+    expect(done.tasks[0]).toMatchObject({ status: "failed", attempts: 1 });
+    expect(done.tasks[0]?.lastError).toContain("MODEL_PROVIDER_NOT_CONFIGURED");
+  });
+});

@@ -1,8 +1,9 @@
-import { executeAttempt } from "../shared/agents/execute";
+import { executeAttempt, withDependencyOutputs } from "../shared/agents/execute";
 import { enqueueRunnerJob } from "../shared/agents/runner-jobs";
 import { database } from "../shared/db/client";
 import { coordinator } from "../shared/kamachiq/coordinator-client";
 import { agentTaskMessageSchema } from "../shared/kamachiq/types";
+import { loadPublishedBundle } from "../shared/marketplace/verified-bundles";
 
 /** Runner jobs get this long before the runner must report (its lease is renewed by heartbeats). */
 const RUNNER_TIMEOUT_SECONDS = 300;
@@ -38,13 +39,16 @@ export async function handleAgentTasks(
         }
         const attempt = started.value;
         if (attempt.runtime === "runner") {
+          const { record } = await loadPublishedBundle(env, db, attempt.capsule, attempt.version);
           await enqueueRunnerJob(db, attempt.ownerId, {
             attemptId,
             projectId,
             taskId: attempt.taskId,
             capsule: attempt.capsule,
             version: attempt.version,
-            input: attempt.input,
+            bundlePath: `/v1/capsules/${attempt.capsule}/versions/${attempt.version}/bundle`,
+            sha256: record.sha256,
+            input: await withDependencyOutputs(env, attempt.input),
             reservedTokens: attempt.reservedTokens,
             timeoutSeconds: RUNNER_TIMEOUT_SECONDS,
             maxOutputBytes: 256 * 1024,

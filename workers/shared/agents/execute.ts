@@ -31,7 +31,7 @@ async function loadCapsule(env: AgentEnv, db: Database, name: string, version: s
 }
 
 /** Replaces dependency output keys with the outputs themselves, read from R2. */
-async function withDependencyOutputs(
+export async function withDependencyOutputs(
   env: AgentEnv,
   input: Record<string, unknown>,
 ): Promise<Record<string, unknown>> {

@@ -10,6 +10,9 @@ export interface RunnerJob {
   taskId: string;
   capsule: string;
   version: string;
+  /** Path of the signed bundle under the API (`GET` it, then check `sha256` before running anything). */
+  bundlePath: string;
+  sha256: string;
   input: Record<string, unknown>;
   reservedTokens: number;
   timeoutSeconds: number;
