@@ -261,6 +261,7 @@ export class ProjectCoordinator extends DurableObject<Env> implements Coordinato
         inputTokens: usage.inputTokens,
         outputTokens: usage.outputTokens,
         chargedTokens: charged,
+        outcome: outcome.status === "succeeded" ? "success" : "failure",
         ...(outcome.usage.model ? { model: outcome.usage.model } : {}),
       });
       if (String(task.status) === "cancelled") return;

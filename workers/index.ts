@@ -1,5 +1,7 @@
 import { app } from "./api/app";
 import { handleAgentTasks } from "./consumers/agent-tasks";
+import { handleDeadLetters } from "./consumers/dead-letters";
+import { handleEvents } from "./consumers/events";
 import { database } from "./shared/db/client";
 import { flushOutbox } from "./shared/events/outbox";
 import { publishPendingApprovals } from "./shared/marketplace/submissions";
@@ -13,6 +15,8 @@ export default {
   /** Dispatches by queue name (environments prefix names, so match on the suffix). */
   async queue(batch, env, ctx) {
     if (batch.queue.endsWith("soma-agent-tasks")) return handleAgentTasks(batch, env, ctx);
+    if (batch.queue.endsWith("soma-events")) return handleEvents(batch, env);
+    if (batch.queue.endsWith("-dlq")) return handleDeadLetters(batch, env);
     console.error(JSON.stringify({ level: "error", msg: "no consumer for queue", queue: batch.queue }));
     batch.retryAll();
   },

@@ -42,6 +42,10 @@ describe("a project with an explicit task graph", () => {
     expect(done.budget.spentTokens).toBeGreaterThan(0);
     expect(done.budget.reservedTokens).toBe(0);
     expect(done.budget.spentTokens).toBe(done.tasks.reduce((n, t) => n + t.usage.totalTokens, 0));
+    const detail = (await (await api(`/v1/capsules/${ns}/good`)).json()) as {
+      capsule: { executionCount: number };
+    };
+    expect(detail.capsule.executionCount).toBe(3);
   });
 
   it("rejects a cyclic graph naming the tasks and creates nothing", async () => {

@@ -5,6 +5,8 @@ import type { AppEnv } from "./context";
 import { type ErrorBody, STATUS_BY_CODE } from "./errors";
 import { requestContext } from "./middleware/request-context";
 import { accountRoutes } from "./routes/accounts";
+import { adminRoutes } from "./routes/admin";
+import { analyticsRoutes, eventRoutes, forecastRoutes, usageRoutes } from "./routes/analytics";
 import { authRoutes } from "./routes/auth";
 import { capsuleRoutes } from "./routes/capsules";
 import { healthRoutes } from "./routes/health";
@@ -38,7 +40,12 @@ export const app = new Hono<AppEnv>()
   .route("/v1/installs", installRoutes)
   .route("/v1/projects", projectRoutes)
   .route("/v1/review-tasks", reviewTaskRoutes)
-  .route("/v1/runners", runnerRoutes);
+  .route("/v1/runners", runnerRoutes)
+  .route("/v1/events", eventRoutes)
+  .route("/v1/usage", usageRoutes)
+  .route("/v1/forecast", forecastRoutes)
+  .route("/v1/analytics", analyticsRoutes)
+  .route("/v1/admin", adminRoutes);
 
 app.onError((error, c) => {
   let code: ErrorCode = "INTERNAL";

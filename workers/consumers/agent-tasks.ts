@@ -3,6 +3,7 @@ import { enqueueRunnerJob } from "../shared/agents/runner-jobs";
 import { database } from "../shared/db/client";
 import { coordinator } from "../shared/kamachiq/coordinator-client";
 import { agentTaskMessageSchema } from "../shared/kamachiq/types";
+import { countExecution } from "../shared/marketplace/catalog";
 import { loadPublishedBundle } from "../shared/marketplace/verified-bundles";
 
 /** Runner jobs get this long before the runner must report (its lease is renewed by heartbeats). */
@@ -58,7 +59,8 @@ export async function handleAgentTasks(
           return;
         }
         const outcome = await executeAttempt(env, db, (props) => ctx.exports.CapsuleHost({ props }), attempt);
-        await stub.settleAttempt(attemptId, outcome);
+        const settled = await stub.settleAttempt(attemptId, outcome);
+        if (settled.ok && !settled.value.duplicate) await countExecution(db, attempt.capsule);
         message.ack();
       } catch (error) {
         console.error(

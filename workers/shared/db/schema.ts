@@ -147,3 +147,11 @@ export const runnerJobs = sqliteTable("runner_jobs", {
   createdAt: text("created_at").notNull(),
   finishedAt: text("finished_at"),
 });
+
+export const deadLetters = sqliteTable("dead_letters", {
+  id: text("id").primaryKey(),
+  queue: text("queue").notNull(),
+  body: text("body").notNull(),
+  reason: text("reason").notNull(),
+  createdAt: text("created_at").notNull(),
+});

@@ -337,3 +337,11 @@ export async function publishedArtifact(
     ...(kind === "bundle" ? { sha256: row.sha256 } : {}),
   };
 }
+
+/** Counts one execution of a capsule (called once per settled attempt, never for a duplicate report). */
+export async function countExecution(db: Database, name: string): Promise<void> {
+  await db
+    .update(capsules)
+    .set({ executionCount: sql`${capsules.executionCount} + 1` })
+    .where(eq(capsules.name, name));
+}

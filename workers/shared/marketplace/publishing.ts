@@ -212,6 +212,7 @@ export async function publishSubmission(
       cloudEvent("soma.capsule.published", `${name}@${version}`, {
         capsule: name,
         version,
+        accountId: row.accountId,
         author: submitter,
         sha256: row.sha256,
         keyid: key.keyid,

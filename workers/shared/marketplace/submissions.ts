@@ -208,6 +208,7 @@ export async function submitBundle(
         db,
         cloudEvent("soma.submission.created", `${name}@${version}`, {
           submissionId: id,
+          accountId: principal.accountId,
           account: principal.handle,
           riskScore: risk.score,
           status: row.status,
@@ -323,6 +324,7 @@ export async function decideSubmission(
       db,
       cloudEvent("soma.submission.decided", `${row.name}@${row.version}`, {
         submissionId: id,
+        accountId: row.accountId,
         decision: input.decision,
         reviewer: principal.handle ?? BOOTSTRAP_REVIEWER,
       }),

@@ -1,0 +1,85 @@
+import { z } from "zod";
+import type { CloudEvent } from "../events/outbox";
+import { type ClickHouseEnv, insertRows, queryRows } from "./clickhouse";
+import { dateTimeText, sql } from "./sql";
+
+/** The columns of the ClickHouse `events` table; every one is always sent. */
+export interface EventRow {
+  id: string;
+  type: string;
+  source: string;
+  subject: string;
+  time: string;
+  account_id: string;
+  project_id: string;
+  capsule: string;
+  model: string;
+  status: string;
+  input_tokens: number;
+  output_tokens: number;
+  amount_micro_usd: number;
+  data: string;
+  ingested_at: string;
+}
+
+const text = (value: unknown): string => (typeof value === "string" ? value.slice(0, 512) : "");
+const count = (value: unknown): number =>
+  typeof value === "number" && Number.isInteger(value) && value >= 0 ? value : 0;
+
+/** Flattens a CloudEvent into the analytics columns the queries and rollups group by. */
+export function eventRow(event: CloudEvent, ingestedAt: Date): EventRow {
+  const data = event.data;
+  const failed = event.type.endsWith(".failed") || data.outcome === "failure" || data.status === "failure";
+  const amount = data.amountMicroUsd;
+  return {
+    id: event.id,
+    type: event.type,
+    source: event.source,
+    subject: event.subject ?? "",
+    time: dateTimeText(new Date(event.time)),
+    account_id: text(data.accountId),
+    project_id: text(data.projectId),
+    capsule: text(data.capsule),
+    model: text(data.model),
+    status: failed ? "failure" : "success",
+    input_tokens: count(data.inputTokens),
+    output_tokens: count(data.outputTokens),
+    amount_micro_usd: typeof amount === "number" && Number.isInteger(amount) ? amount : 0,
+    data: JSON.stringify(data),
+    ingested_at: dateTimeText(ingestedAt),
+  };
+}
+
+/** Ids among `ids` that are already stored. The events table is ordered by id, so this is an index lookup. */
+export async function storedIds(env: ClickHouseEnv, ids: string[]): Promise<Set<string>> {
+  const found = new Set<string>();
+  // Chunks keep each query under ClickHouse's default 256 KiB max_query_size.
+  for (let i = 0; i < ids.length; i += 2000) {
+    const chunk = ids.slice(i, i + 2000);
+    const rows = await queryRows(
+      env,
+      sql`SELECT DISTINCT id FROM events WHERE id IN ${chunk}`,
+      z.object({ id: z.string() }),
+    );
+    for (const row of rows) found.add(row.id);
+  }
+  return found;
+}
+
+/**
+ * Stores events exactly once: drops ids repeated in the batch and ids already stored, then writes the rest in
+ * one insert. The events consumer is the only writer and runs one batch at a time, so check-then-insert holds;
+ * a batch redelivered after a failure finds its stored ids and skips them.
+ */
+export async function storeEvents(
+  env: ClickHouseEnv,
+  events: CloudEvent[],
+): Promise<{ inserted: number; duplicates: number }> {
+  const unique = new Map<string, CloudEvent>();
+  for (const event of events) if (!unique.has(event.id)) unique.set(event.id, event);
+  const known = await storedIds(env, [...unique.keys()]);
+  const now = new Date();
+  const rows = [...unique.values()].filter((e) => !known.has(e.id)).map((e) => eventRow(e, now));
+  await insertRows(env, "events", rows as unknown as Record<string, unknown>[]);
+  return { inserted: rows.length, duplicates: events.length - rows.length };
+}
