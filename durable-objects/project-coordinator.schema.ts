@@ -105,6 +105,13 @@ const MIGRATIONS: { version: number; sql: string }[] = [
       CREATE INDEX schedule_due ON schedule(due_at);
     `,
   },
+  {
+    version: 2,
+    sql: `
+      ALTER TABLE project ADD COLUMN soft_pct INTEGER NOT NULL DEFAULT 80;
+      ALTER TABLE project ADD COLUMN soft_alerted INTEGER NOT NULL DEFAULT 0;
+    `,
+  },
 ];
 
 export function migrateCoordinatorSchema(sql: SqlStorage): void {

@@ -18,6 +18,7 @@ import {
   type TaskView,
   TERMINAL_PROJECT,
 } from "../workers/shared/kamachiq/types";
+import type { AccountBudget } from "./account-budget";
 import { migrateCoordinatorSchema } from "./project-coordinator.schema";
 
 /** Everything the coordinator needs to start a project; the graph (or planner) is already pinned. */
@@ -38,6 +39,13 @@ export interface CoordinatorCreateInput {
 }
 
 type Row = Record<string, SqlStorageValue>;
+
+/** A ready task picked to start, with the attempt id it will get and the tokens it reserves. */
+interface Candidate {
+  taskId: string;
+  attemptId: string;
+  tokens: number;
+}
 
 /** At most this many failed attempts per task before it fails for good (the first run plus three retries). */
 const MAX_FAILURES = 4;
@@ -255,6 +263,8 @@ export class ProjectCoordinator extends DurableObject<Env> implements Coordinato
         now,
       );
       this.sql.exec("DELETE FROM schedule WHERE id = ?", `lease:${attemptId}`);
+      this.schedule(`acct:${attemptId}`, "account", attemptId, Date.now());
+      this.checkSoftLimit();
       this.emit("usage.tokens", taskId, {
         attemptId,
         capsule: String(task.capsule),
@@ -348,6 +358,27 @@ export class ProjectCoordinator extends DurableObject<Env> implements Coordinato
     return ok(this.snapshotNow());
   }
 
+  /** Changes the project's token limit and soft-alert share; a limit below what is spent stops new work. */
+  async setBudget(limitTokens: number, softPct: number): Promise<CoordinatorResult<ProjectSnapshot>> {
+    const project = this.project();
+    if (!project) return refuse("NOT_FOUND", "No such project");
+    if (TERMINAL_PROJECT.includes(project.status as ProjectStatus)) {
+      return refuse("INVALID_STATE", `The project is ${project.status}; its budget can no longer change`);
+    }
+    this.ctx.storage.transactionSync(() => {
+      this.sql.exec(
+        "UPDATE project SET limit_tokens = ?, soft_pct = ?, soft_alerted = 0, updated_at = ?",
+        limitTokens,
+        softPct,
+        nowIso(),
+      );
+      this.emit("budget.changed", null, { limitTokens, softPct });
+      this.checkSoftLimit();
+    });
+    await this.advance();
+    return ok(this.snapshotNow());
+  }
+
   async cancel(by: string): Promise<CoordinatorResult<ProjectSnapshot>> {
     const project = this.project();
     if (!project) return refuse("NOT_FOUND", "No such project");
@@ -355,6 +386,11 @@ export class ProjectCoordinator extends DurableObject<Env> implements Coordinato
       return refuse("INVALID_STATE", `The project is already ${project.status}`);
     }
     this.ctx.storage.transactionSync(() => {
+      for (const active of this.sql
+        .exec<Row>(`SELECT id FROM attempts WHERE status IN ${ACTIVE_ATTEMPT}`)
+        .toArray()) {
+        this.schedule(`acct:${active.id}`, "account", String(active.id), Date.now());
+      }
       this.sql.exec(
         `UPDATE attempts SET status = 'cancelled', finished_at = ?, lease_until = NULL WHERE status IN ${ACTIVE_ATTEMPT}`,
         nowIso(),
@@ -532,7 +568,12 @@ export class ProjectCoordinator extends DurableObject<Env> implements Coordinato
 
   override async alarm(): Promise<void> {
     const now = Date.now();
-    const due = this.sql.exec<Row>("SELECT * FROM schedule WHERE due_at <= ? ORDER BY due_at", now).toArray();
+    const due = this.sql
+      .exec<Row>(
+        "SELECT * FROM schedule WHERE kind IN ('retry','lease') AND due_at <= ? ORDER BY due_at",
+        now,
+      )
+      .toArray();
     this.ctx.storage.transactionSync(() => {
       for (const job of due) {
         this.sql.exec("DELETE FROM schedule WHERE id = ?", job.id);
@@ -554,6 +595,7 @@ export class ProjectCoordinator extends DurableObject<Env> implements Coordinato
               nowIso(),
               job.ref,
             );
+            this.schedule(`acct:${job.ref}`, "account", String(job.ref), Date.now());
             const task = this.row("SELECT * FROM tasks WHERE id = ?", attempt.task_id)!;
             this.emit("task.lease_expired", String(task.id), { attemptId: String(job.ref) });
             this.recordFailure(
@@ -673,14 +715,43 @@ export class ProjectCoordinator extends DurableObject<Env> implements Coordinato
   private async advance(): Promise<void> {
     const messages: { body: { projectId: string; attemptId: string } }[] = [];
     let statusChanged = false;
-    this.ctx.storage.transactionSync(() => {
+    // Phase 1: unblock and skip tasks, pick what could start now (no writes to attempts yet).
+    const candidates = this.ctx.storage.transactionSync(() => {
       const project = this.project();
-      if (!project || TERMINAL_PROJECT.includes(project.status as ProjectStatus)) return;
+      if (!project || TERMINAL_PROJECT.includes(project.status as ProjectStatus)) return [];
       this.cascade();
       const hasFailure = this.count("SELECT count(*) AS n FROM tasks WHERE status = 'failed'") > 0;
-      if (!hasFailure) this.dispatchReady(project, messages);
-      statusChanged = this.settleProjectStatus(project);
+      return hasFailure ? [] : this.pickCandidates(project);
     });
+    // Phase 2: the account's budget holds across all its projects, so it reserves in its own object.
+    const approved: Candidate[] = [];
+    let accountRefusal: string | null = null;
+    for (const candidate of candidates) {
+      const result = await this.accountBudget().reserve(
+        candidate.attemptId,
+        this.projectId(),
+        candidate.tokens,
+      );
+      if (result.ok) approved.push(candidate);
+      else {
+        accountRefusal = result.reason;
+        break;
+      }
+    }
+    // Phase 3: state may have moved during the awaits; start only what still fits, release the rest.
+    const released: string[] = [];
+    this.ctx.storage.transactionSync(() => {
+      const project = this.project();
+      if (!project || TERMINAL_PROJECT.includes(project.status as ProjectStatus)) {
+        released.push(...approved.map((c) => c.attemptId));
+        return;
+      }
+      for (const candidate of approved) {
+        if (!this.startCandidate(project, candidate, messages)) released.push(candidate.attemptId);
+      }
+      statusChanged = this.settleProjectStatus(project, accountRefusal);
+    });
+    for (const attemptId of released) await this.accountBudget().release(attemptId);
     if (messages.length > 0) {
       try {
         await this.env.AGENT_TASKS.sendBatch(messages.map((m) => ({ body: m.body, contentType: "json" })));
@@ -699,7 +770,11 @@ export class ProjectCoordinator extends DurableObject<Env> implements Coordinato
         );
       }
     }
-    await Promise.all([this.flushEvents(), statusChanged ? this.syncIndex() : Promise.resolve()]);
+    await Promise.all([
+      this.flushEvents(),
+      this.syncAccountBudget(),
+      statusChanged ? this.syncIndex() : Promise.resolve(),
+    ]);
     await this.syncAlarm();
   }
 
@@ -726,48 +801,68 @@ export class ProjectCoordinator extends DurableObject<Env> implements Coordinato
     for (const row of unblocked) this.setTaskStatus(String(row.id), "ready");
   }
 
-  private dispatchReady(project: Row, messages: { body: { projectId: string; attemptId: string } }[]): void {
-    let active = this.count(`SELECT count(*) AS n FROM attempts WHERE status IN ${ACTIVE_ATTEMPT}`);
+  /** Ready tasks that fit the parallelism cap and the project budget, in graph order (reads only). */
+  private pickCandidates(project: Row): Candidate[] {
     const max = Number(project.max_parallel);
-    if (active >= max) return;
-    const ready = this.sql.exec<Row>("SELECT * FROM tasks WHERE status = 'ready' ORDER BY seq").toArray();
-    for (const task of ready) {
+    let active = this.count(`SELECT count(*) AS n FROM attempts WHERE status IN ${ACTIVE_ATTEMPT}`);
+    const budget = this.budget();
+    let available = budget.limitTokens - budget.spentTokens - budget.reservedTokens;
+    const picked: Candidate[] = [];
+    for (const task of this.sql.exec<Row>(
+      "SELECT id, token_estimate FROM tasks WHERE status = 'ready' ORDER BY seq",
+    )) {
       if (active >= max) break;
-      const budget = this.budget();
-      const available = budget.limitTokens - budget.spentTokens - budget.reservedTokens;
       const need = Number(task.token_estimate);
       if (need > available) continue;
-      const attemptId = newId("att");
-      const n = this.count("SELECT count(*) AS n FROM attempts WHERE task_id = ?", task.id) + 1;
-      const reason = n === 1 ? "run" : Number(task.failures) > 0 ? "retry" : "remediation";
-      const now = nowIso();
-      this.sql.exec(
-        `INSERT INTO attempts (id, task_id, n, reason, status, reserved_tokens, dispatched_at, lease_until)
-         VALUES (?, ?, ?, ?, 'dispatching', ?, ?, ?)`,
-        attemptId,
-        task.id,
-        n,
-        reason,
-        need,
-        now,
-        Date.now() + this.leaseMs(),
-      );
-      this.sql.exec(
-        "INSERT OR IGNORE INTO budget_entries (attempt_id, kind, tokens, created_at) VALUES (?, 'reserve', ?, ?)",
-        attemptId,
-        need,
-        now,
-      );
-      this.schedule(`lease:${attemptId}`, "lease", attemptId, Date.now() + this.leaseMs());
-      this.setTaskStatus(String(task.id), "queued");
-      this.emit("task.dispatched", String(task.id), { attemptId, attempt: n, reason, reservedTokens: need });
-      messages.push({ body: { projectId: String(project.id), attemptId } });
+      picked.push({ taskId: String(task.id), attemptId: newId("att"), tokens: need });
+      available -= need;
       active += 1;
     }
+    return picked;
+  }
+
+  /** Creates the attempt for a candidate if its task is still ready and still fits; false otherwise. */
+  private startCandidate(
+    project: Row,
+    candidate: Candidate,
+    messages: { body: { projectId: string; attemptId: string } }[],
+  ): boolean {
+    const task = this.row("SELECT * FROM tasks WHERE id = ?", candidate.taskId);
+    if (!task || task.status !== "ready") return false;
+    const active = this.count(`SELECT count(*) AS n FROM attempts WHERE status IN ${ACTIVE_ATTEMPT}`);
+    const budget = this.budget();
+    if (active >= Number(project.max_parallel)) return false;
+    if (candidate.tokens > budget.limitTokens - budget.spentTokens - budget.reservedTokens) return false;
+    const { attemptId, tokens: need } = candidate;
+    const n = this.count("SELECT count(*) AS n FROM attempts WHERE task_id = ?", task.id) + 1;
+    const reason = n === 1 ? "run" : Number(task.failures) > 0 ? "retry" : "remediation";
+    const now = nowIso();
+    this.sql.exec(
+      `INSERT INTO attempts (id, task_id, n, reason, status, reserved_tokens, dispatched_at, lease_until)
+       VALUES (?, ?, ?, ?, 'dispatching', ?, ?, ?)`,
+      attemptId,
+      task.id,
+      n,
+      reason,
+      need,
+      now,
+      Date.now() + this.leaseMs(),
+    );
+    this.sql.exec(
+      "INSERT OR IGNORE INTO budget_entries (attempt_id, kind, tokens, created_at) VALUES (?, 'reserve', ?, ?)",
+      attemptId,
+      need,
+      now,
+    );
+    this.schedule(`lease:${attemptId}`, "lease", attemptId, Date.now() + this.leaseMs());
+    this.setTaskStatus(String(task.id), "queued");
+    this.emit("task.dispatched", String(task.id), { attemptId, attempt: n, reason, reservedTokens: need });
+    messages.push({ body: { projectId: String(project.id), attemptId } });
+    return true;
   }
 
   /** Derives the project status from its tasks; returns true when it changed. */
-  private settleProjectStatus(project: Row): boolean {
+  private settleProjectStatus(project: Row, accountRefusal: string | null = null): boolean {
     const counts = new Map<string, number>(
       this.sql
         .exec<{ status: string; n: number }>("SELECT status, count(*) AS n FROM tasks GROUP BY status")
@@ -795,7 +890,7 @@ export class ProjectCoordinator extends DurableObject<Env> implements Coordinato
       next = "completed";
     } else if (inFlight === 0 && n("ready") > 0) {
       next = "budget_exhausted";
-      reason = "No ready task fits in the remaining token budget";
+      reason = accountRefusal ?? "No ready task fits in the remaining token budget";
     } else if (inFlight === 0 && n("awaiting_review") > 0) {
       next = "awaiting_review";
     } else {
@@ -823,6 +918,23 @@ export class ProjectCoordinator extends DurableObject<Env> implements Coordinato
   }
 
   // ---- rows, events and the index in D1 -----------------------------------------------------------------
+
+  /** Emits one budget alert when spending crosses the project's soft share of its limit. */
+  private checkSoftLimit(): void {
+    const project = this.project();
+    if (!project || Number(project.soft_alerted) === 1) return;
+    const budget = this.budget();
+    const threshold = (budget.limitTokens * Number(project.soft_pct)) / 100;
+    if (budget.spentTokens < threshold) return;
+    this.sql.exec("UPDATE project SET soft_alerted = 1");
+    this.emit("budget.threshold", null, {
+      scope: "project",
+      level: "soft",
+      softPct: Number(project.soft_pct),
+      spentTokens: budget.spentTokens,
+      limitTokens: budget.limitTokens,
+    });
+  }
 
   private project(): Row | null {
     return this.row("SELECT * FROM project LIMIT 1");
@@ -910,6 +1022,45 @@ export class ProjectCoordinator extends DurableObject<Env> implements Coordinato
       `id: ${seq}\nevent: ${type}\ndata: ${JSON.stringify({ seq, type, taskId, data, at: createdAt })}\n\n`,
     );
     for (const writer of this.streams) writer.write(frame).catch(() => this.streams.delete(writer));
+  }
+
+  private projectId(): string {
+    return String(this.project()?.id ?? "");
+  }
+
+  /** The owner's AccountBudget object: the budget shared by every project of the account. */
+  private accountBudget(): DurableObjectStub<AccountBudget> {
+    const owner = String(this.project()?.owner_id ?? "");
+    return this.env.ACCOUNT_BUDGET.get(this.env.ACCOUNT_BUDGET.idFromName(owner));
+  }
+
+  /** Reports finished attempts to the account budget: real usage for settled ones, a release for the rest. */
+  private async syncAccountBudget(): Promise<void> {
+    const jobs = this.sql
+      .exec<Row>("SELECT id, ref FROM schedule WHERE kind = 'account' ORDER BY due_at LIMIT 100")
+      .toArray();
+    for (const job of jobs) {
+      const attemptId = String(job.ref);
+      const charged = this.row(
+        "SELECT tokens FROM budget_entries WHERE attempt_id = ? AND kind = 'settle'",
+        attemptId,
+      );
+      try {
+        if (charged) await this.accountBudget().settle(attemptId, Number(charged.tokens));
+        else await this.accountBudget().release(attemptId);
+        this.sql.exec("DELETE FROM schedule WHERE id = ?", job.id);
+      } catch (error) {
+        this.sql.exec("UPDATE schedule SET due_at = ? WHERE id = ?", Date.now() + 10_000, job.id);
+        console.error(
+          JSON.stringify({
+            level: "error",
+            msg: "account budget sync failed",
+            attemptId,
+            error: String(error),
+          }),
+        );
+      }
+    }
   }
 
   /** Hands unsent events to the events queue as CloudEvents; ids are stable, so a resend is deduplicated. */

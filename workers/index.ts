@@ -6,6 +6,7 @@ import { database } from "./shared/db/client";
 import { flushOutbox } from "./shared/events/outbox";
 import { publishPendingApprovals } from "./shared/marketplace/submissions";
 
+export { AccountBudget } from "../durable-objects/account-budget";
 export { ProjectCoordinator } from "../durable-objects/project-coordinator";
 export { CapsuleHost } from "./entrypoints/capsule-host";
 

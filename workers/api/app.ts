@@ -8,6 +8,7 @@ import { accountRoutes } from "./routes/accounts";
 import { adminRoutes } from "./routes/admin";
 import { analyticsRoutes, eventRoutes, forecastRoutes, usageRoutes } from "./routes/analytics";
 import { authRoutes } from "./routes/auth";
+import { budgetRoutes } from "./routes/budgets";
 import { capsuleRoutes } from "./routes/capsules";
 import { healthRoutes } from "./routes/health";
 import { installRoutes } from "./routes/installs";
@@ -44,6 +45,7 @@ export const app = new Hono<AppEnv>()
   .route("/v1/events", eventRoutes)
   .route("/v1/usage", usageRoutes)
   .route("/v1/forecast", forecastRoutes)
+  .route("/v1/budgets", budgetRoutes)
   .route("/v1/analytics", analyticsRoutes)
   .route("/v1/admin", adminRoutes);
 
