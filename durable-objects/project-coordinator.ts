@@ -828,7 +828,7 @@ export class ProjectCoordinator extends DurableObject<Env> implements Coordinato
     messages: { body: { projectId: string; attemptId: string } }[],
   ): boolean {
     const task = this.row("SELECT * FROM tasks WHERE id = ?", candidate.taskId);
-    if (!task || task.status !== "ready") return false;
+    if (task?.status !== "ready") return false;
     const active = this.count(`SELECT count(*) AS n FROM attempts WHERE status IN ${ACTIVE_ATTEMPT}`);
     const budget = this.budget();
     if (active >= Number(project.max_parallel)) return false;
