@@ -6,6 +6,7 @@ import { installCommand } from "./commands/install.ts";
 import { loginCommand } from "./commands/login.ts";
 import { packCommand } from "./commands/pack.ts";
 import { publishCommand } from "./commands/publish.ts";
+import { runnerCommand } from "./commands/runner.ts";
 import { searchCommand } from "./commands/search.ts";
 import { signupCommand } from "./commands/signup.ts";
 import { verifyCommand } from "./commands/verify.ts";
@@ -21,6 +22,7 @@ export const COMMANDS: Command[] = [
   searchCommand,
   installCommand,
   verifyCommand,
+  runnerCommand,
 ];
 
 function version(): string {

@@ -112,6 +112,11 @@ const MIGRATIONS: { version: number; sql: string }[] = [
       ALTER TABLE project ADD COLUMN soft_alerted INTEGER NOT NULL DEFAULT 0;
     `,
   },
+  {
+    version: 3,
+    // Tokens the capsule itself used, apart from the quality gate's: what a per-token price applies to.
+    sql: "ALTER TABLE attempts ADD COLUMN capsule_tokens INTEGER NOT NULL DEFAULT 0;",
+  },
 ];
 
 export function migrateCoordinatorSchema(sql: SqlStorage): void {

@@ -2,7 +2,9 @@ import { DurableObject } from "cloudflare:workers";
 import { and, eq } from "drizzle-orm";
 import { database, newId, nowIso } from "../workers/shared/db/client";
 import { projects, reviewTasks } from "../workers/shared/db/schema";
+import { recordExecution } from "../workers/shared/economics/ledger";
 import { AppError } from "../workers/shared/errors";
+import { flushOutbox } from "../workers/shared/events/outbox";
 import type { CoordinatorApi, ProjectReport } from "../workers/shared/kamachiq/coordinator-client";
 import { type PinnedTask, planTasks } from "../workers/shared/kamachiq/planning";
 import { type GateResult, gateScore, plannerOutputSchema } from "../workers/shared/kamachiq/spec";
@@ -265,6 +267,15 @@ export class ProjectCoordinator extends DurableObject<Env> implements Coordinato
       this.sql.exec("DELETE FROM schedule WHERE id = ?", `lease:${attemptId}`);
       this.schedule(`acct:${attemptId}`, "account", attemptId, Date.now());
       this.checkSoftLimit();
+      if (Number(task.is_plan) !== 1) {
+        this.sql.exec(
+          "UPDATE attempts SET capsule_tokens = ? WHERE id = ?",
+          outcome.usage.inputTokens + outcome.usage.outputTokens,
+          attemptId,
+        );
+        // Counting the execution and charging for it happen after the transaction, from this durable job.
+        this.schedule(`exec:${attemptId}`, "execution", attemptId, Date.now());
+      }
       this.emit("usage.tokens", taskId, {
         attemptId,
         capsule: String(task.capsule),
@@ -773,6 +784,7 @@ export class ProjectCoordinator extends DurableObject<Env> implements Coordinato
     await Promise.all([
       this.flushEvents(),
       this.syncAccountBudget(),
+      this.syncExecutions(),
       statusChanged ? this.syncIndex() : Promise.resolve(),
     ]);
     await this.syncAlarm();
@@ -1061,6 +1073,50 @@ export class ProjectCoordinator extends DurableObject<Env> implements Coordinato
         );
       }
     }
+  }
+
+  /**
+   * Records settled executions in the marketplace: the capsule's execution count, and for a successful run of a
+   * paid capsule the charge in the ledger. Both are idempotent per attempt, so a retried job is harmless.
+   */
+  private async syncExecutions(): Promise<void> {
+    const jobs = this.sql
+      .exec<Row>("SELECT id, ref FROM schedule WHERE kind = 'execution' ORDER BY due_at LIMIT 100")
+      .toArray();
+    if (jobs.length === 0) return;
+    const db = database(this.env.DB);
+    const project = this.project()!;
+    for (const job of jobs) {
+      const attempt = this.row(
+        "SELECT a.id, a.status, a.capsule_tokens, t.capsule, t.version FROM attempts a JOIN tasks t ON t.id = a.task_id WHERE a.id = ?",
+        job.ref,
+      );
+      try {
+        if (attempt) {
+          await recordExecution(db, {
+            attemptId: String(attempt.id),
+            succeeded: attempt.status === "succeeded",
+            buyerAccountId: String(project.owner_id),
+            capsule: String(attempt.capsule),
+            version: String(attempt.version),
+            tokens: Number(attempt.capsule_tokens),
+            projectId: String(project.id),
+          });
+        }
+        this.sql.exec("DELETE FROM schedule WHERE id = ?", job.id);
+      } catch (error) {
+        this.sql.exec("UPDATE schedule SET due_at = ? WHERE id = ?", Date.now() + 10_000, job.id);
+        console.error(
+          JSON.stringify({
+            level: "error",
+            msg: "execution record failed",
+            attemptId: job.ref,
+            error: String(error),
+          }),
+        );
+      }
+    }
+    await flushOutbox(db, this.env);
   }
 
   /** Hands unsent events to the events queue as CloudEvents; ids are stable, so a resend is deduplicated. */

@@ -8,6 +8,12 @@
  *   SOMA_STATE_DIR    where local state lives (.state); D1, R2, Durable Objects and queues under wrangler/
  *   SOMA_ADMIN_TOKEN  the bootstrap admin bearer; generated once and kept in the secrets file when unset
  *   SOMA_LOG_LEVEL    wrangler's --log-level (warn)
+ *   CLICKHOUSE_HTTP_PORT  port of the local ClickHouse (8123; a free one when taken, or when 0)
+ *   CLICKHOUSE_URL    use this ClickHouse instead of starting one (with CLICKHOUSE_USER, default "default")
+ *   CLICKHOUSE_DATABASE   the Worker's ClickHouse database (soma), migrated from clickhouse/migrations/
+ *   CLICKHOUSE_PASSWORD   the ClickHouse password, kept in the secrets file like the admin token
+ *   SOMA_RUNNER_LEASE_MS  how long a runner may hold a job without a heartbeat (the Worker's RUNNER_LEASE_MS,
+ *                     60000 in wrangler.toml); the e2e tests shorten it to watch a dead runner's job move on
  * Secrets go to .dev.vars, or to <SOMA_STATE_DIR>/.dev.vars when a state directory is given, so a test run
  * never touches the developer's own.
  */
@@ -18,6 +24,8 @@ import { chmod, mkdir, readFile, writeFile } from "node:fs/promises";
 import { dirname, join, relative, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { buildWeb } from "./build-web.mjs";
+import { chooseHttpPort, requestedHttpPort, startClickHouse } from "./clickhouse.mjs";
+import { migrate as migrateClickHouse } from "./clickhouse-migrate.mjs";
 import { firstPartyCapsuleDirs, packCapsule } from "./lib/capsule-bundle.mjs";
 import { freePort, isAlive, portInUse, stopProcessGroup } from "./lib/processes.mjs";
 
@@ -34,7 +42,7 @@ const logLevel = process.env.SOMA_LOG_LEVEL || "warn";
 const wranglerBin = join(root, "node_modules", "wrangler", "bin", "wrangler.js");
 
 const FIRST_PARTY = { handle: "soma", email: "capsules@soma.dev" };
-const SECRET_NAMES = ["CAPSULE_SIGNING_KEY", "AUTH_SIGNING_KEY", "SOMA_ADMIN_TOKEN"];
+const SECRET_NAMES = ["CAPSULE_SIGNING_KEY", "AUTH_SIGNING_KEY", "SOMA_ADMIN_TOKEN", "CLICKHOUSE_PASSWORD"];
 const ADMIN_TOKEN_PATTERN = /^[A-Za-z0-9._~+/=-]{16,512}$/;
 const READY_TIMEOUT_MS = 180_000;
 /** The schedule in wrangler.toml [triggers]; passed to the cron handler on each local tick. */
@@ -46,6 +54,8 @@ const NOISE =
 
 /** Every process group this script started, newest last; all are stopped on exit. */
 const started = [];
+/** URLs of the local services, recorded with the process groups for tools and the e2e tests. */
+const services = {};
 let stopping = false;
 /** Set once this run has made sure no other start uses the state directory. */
 let ownsState = false;
@@ -138,6 +148,7 @@ function recordProcesses() {
   const record = {
     pid: process.pid,
     url: baseUrl,
+    services,
     groups: started.map(({ name, pgid }) => ({ name, pgid })),
   };
   writeFileSync(processesFile, `${JSON.stringify(record, null, 2)}\n`);
@@ -199,8 +210,9 @@ function dotenvValue(line) {
 
 /**
  * Makes sure the secrets file holds the three required secrets, generating what is missing and keeping
- * everything else (including any other lines a developer added).
- * @returns {Promise<string>} the admin token
+ * everything else (including any other lines a developer added). The ClickHouse password is kept there
+ * too (empty: none), taken from CLICKHOUSE_PASSWORD when set, so later starts reuse it.
+ * @returns {Promise<{ adminToken: string, clickHousePassword: string }>}
  */
 async function ensureSecrets() {
   const fromEnv = process.env.SOMA_ADMIN_TOKEN;
@@ -226,6 +238,10 @@ async function ensureSecrets() {
   const adminToken =
     fromEnv ?? (stored && ADMIN_TOKEN_PATTERN.test(stored) ? stored : randomBytes(32).toString("base64url"));
   if (adminToken !== stored) put("SOMA_ADMIN_TOKEN", adminToken);
+  const passwordIndex = indexOf("CLICKHOUSE_PASSWORD");
+  const storedPassword = passwordIndex === -1 ? undefined : dotenvValue(lines[passwordIndex]);
+  const clickHousePassword = process.env.CLICKHOUSE_PASSWORD ?? storedPassword ?? "";
+  if (clickHousePassword !== storedPassword) put("CLICKHOUSE_PASSWORD", clickHousePassword);
 
   if (added.length > 0) {
     await mkdir(dirname(secretsFile), { recursive: true });
@@ -233,7 +249,7 @@ async function ensureSecrets() {
     await chmod(secretsFile, 0o600);
     log(`wrote ${added.join(", ")} to ${shown(secretsFile)}`);
   }
-  return adminToken;
+  return { adminToken, clickHousePassword };
 }
 
 async function applyMigrations() {
@@ -248,15 +264,105 @@ async function applyMigrations() {
 }
 
 /**
- * Starts the local services the Worker talks to besides its own bindings, before `wrangler dev`. A service
- * starts its processes with `launch` (so they stop with everything else) and returns the Worker vars that
- * point at it, e.g. `{ CLICKHOUSE_URL: "http://127.0.0.1:8123" }`; they reach the Worker as `--var`.
- * None exist yet: ClickHouse (scripts/clickhouse.mjs) joins here.
- * @param {{ root: string, stateDir: string, launch: typeof launch }} _context
+ * Tracks a process group started outside `launch`, so it stops with everything else.
+ * @param {string} name
+ * @param {number} pgid
+ * @param {Promise<{ code: number | null, signal: string | null }>} exited
+ */
+function adopt(name, pgid, exited) {
+  if (stopping) {
+    // The signal came while it was starting: stopAll may have run already.
+    void stopProcessGroup(pgid);
+    return;
+  }
+  started.push({ name, pgid, exited, output: [] });
+  recordProcesses();
+}
+
+/** Stops the platform when a process it depends on dies on its own. */
+function stopWhenExited(name, exited) {
+  exited.then(({ code, signal }) => {
+    if (stopping) return;
+    console.error(`[start] ${name} exited on its own (${signal ?? `exit code ${code}`}); stopping`);
+    void shutdown(1);
+  });
+}
+
+/**
+ * ClickHouse for the Worker's analytics: the server given by CLICKHOUSE_URL, or a local one (Debian's
+ * clickhouse-server, installed when missing and running as root) with its data under the state directory.
+ * Either way the migrations in clickhouse/migrations/ are applied before the Worker starts.
+ * @returns {Promise<Record<string, string>>} the Worker vars that point at it
+ */
+async function startClickHouseService({ stateDir, password }) {
+  const database = process.env.CLICKHOUSE_DATABASE || "soma";
+  const user = process.env.CLICKHOUSE_USER || "default";
+  let url = process.env.CLICKHOUSE_URL?.replace(/\/+$/, "");
+  try {
+    if (url) {
+      log(`using the ClickHouse at ${url} (CLICKHOUSE_URL)`);
+    } else {
+      const requested = requestedHttpPort();
+      const { port: httpPort, replaced } = await chooseHttpPort(requested);
+      if (replaced) log(`port ${requested} is in use: ClickHouse listens on ${httpPort} instead`);
+      const server = await startClickHouse({
+        stateDir,
+        httpPort,
+        password,
+        log: (message) => log(`ClickHouse: ${message}`),
+        onSpawn: (pid, exited) => adopt("clickhouse", pid, exited),
+      });
+      stopWhenExited("ClickHouse", server.exited);
+      url = server.url;
+      log(`started ClickHouse at ${url} (pid ${server.pid})`);
+    }
+    services.clickhouse = url;
+    recordProcesses();
+    const { applied } = await migrateClickHouse({ url, user, password, database });
+    log(
+      applied.length > 0
+        ? `applied ${applied.length} ClickHouse migration(s) to database ${database}`
+        : `ClickHouse migrations are up to date (database ${database})`,
+    );
+  } catch (error) {
+    if (stopping) return {};
+    throw new StartError(`ClickHouse: ${error.message}`);
+  }
+  const vars = { CLICKHOUSE_URL: url, CLICKHOUSE_DATABASE: database, CLICKHOUSE_USER: user };
+  // wrangler dev hands the Worker only the secrets wrangler.toml declares; an undeclared password goes as a var.
+  if (password !== "" && !declaresSecret("CLICKHOUSE_PASSWORD")) vars.CLICKHOUSE_PASSWORD = password;
+  return vars;
+}
+
+/** Whether wrangler.toml lists a secret in `[secrets] required`. */
+function declaresSecret(name) {
+  const toml = readFileSync(join(root, "wrangler.toml"), "utf8");
+  const required = toml.match(/^\[secrets\][^[]*?^required\s*=\s*\[([^\]]*)\]/m)?.[1] ?? "";
+  return required.includes(`"${name}"`);
+}
+
+/**
+ * Starts the local services the Worker talks to besides its own bindings, before `wrangler dev`. Each
+ * returns the Worker vars that point at it, e.g. `{ CLICKHOUSE_URL: "http://127.0.0.1:8123" }`; they reach
+ * the Worker as `--var`.
+ * @param {{ stateDir: string, clickHousePassword: string }} context
  * @returns {Promise<Record<string, string>>}
  */
-async function startLocalServices(_context) {
-  return {};
+async function startLocalServices({ stateDir, clickHousePassword }) {
+  return startClickHouseService({ stateDir, password: clickHousePassword });
+}
+
+/**
+ * Worker vars overridden from this script's environment for local runs (they reach the Worker as --var).
+ * @returns {Record<string, string>}
+ */
+function varOverrides() {
+  const lease = process.env.SOMA_RUNNER_LEASE_MS;
+  if (lease === undefined || lease === "") return {};
+  if (!/^\d+$/.test(lease) || Number(lease) < 1000) {
+    throw new StartError(`SOMA_RUNNER_LEASE_MS must be a number of milliseconds >= 1000, got "${lease}"`);
+  }
+  return { RUNNER_LEASE_MS: lease };
 }
 
 async function startWorker(vars) {
@@ -264,7 +370,7 @@ async function startWorker(vars) {
     throw new StartError(`Port ${port} on ${host} is already in use: stop what uses it or set PORT`);
   }
   const inspectorPort = await freePort();
-  const varArgs = Object.entries({ ...vars, PUBLIC_URL: baseUrl }).flatMap(([k, v]) => [
+  const varArgs = Object.entries({ ...vars, ...varOverrides(), PUBLIC_URL: baseUrl }).flatMap(([k, v]) => [
     "--var",
     `${k}:${v}`,
   ]);
@@ -521,11 +627,11 @@ async function main() {
   ownsState = true;
   recordProcesses();
 
-  const adminToken = await ensureSecrets();
+  const { adminToken, clickHousePassword } = await ensureSecrets();
   await applyMigrations();
   await buildWeb(root);
   log("built the web app into web/dist");
-  const vars = await startLocalServices({ root, stateDir, launch });
+  const vars = await startLocalServices({ stateDir, clickHousePassword });
   if (stopping) return;
 
   log(`starting wrangler dev on ${baseUrl}`);
@@ -549,9 +655,11 @@ SomaAgent Edge is running.
   App:          ${baseUrl}/
   API:          ${baseUrl}/v1
   Health:       ${baseUrl}/healthz
+  ClickHouse:   ${vars.CLICKHOUSE_URL} (database ${vars.CLICKHOUSE_DATABASE}${process.env.CLICKHOUSE_URL ? ", from CLICKHOUSE_URL" : `; data in ${shown(stateDir)}/clickhouse/`})
   Admin token:  ${adminToken}
                 (send it as "Authorization: Bearer <token>"; kept in ${shown(secretsFile)})
-  State:        ${shown(stateDir)}/ (D1, R2, Durable Objects and queues in wrangler/, first-party key in first-party.json)
+  State:        ${shown(stateDir)}/ (D1, R2, Durable Objects and queues in wrangler/, ClickHouse in clickhouse/,
+                first-party key in first-party.json)
   Cron:         this script runs the Worker's scheduled handler every minute (wrangler dev does not)
 Stop with Ctrl-C.`);
   console.log(`SOMA_READY ${baseUrl}`);

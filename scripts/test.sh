@@ -10,9 +10,10 @@ export WRANGLER_SEND_METRICS=false
 export CLOUDFLARE_CF_FETCH_ENABLED=false
 export XDG_CONFIG_HOME="$PWD/.wrangler/config"
 
-# System packages the tests call: openssl verifies capsule signatures independently of the platform.
-# ClickHouse and Chromium join this list with the tests that need them.
-APT_PACKAGES=(openssl)
+# System packages the tests call: openssl verifies capsule signatures independently of the platform;
+# clickhouse-server is the analytics store both test runs start (scripts/clickhouse.mjs), with its client
+# for poking at it by hand. Chromium joins this list with the tests that need it.
+APT_PACKAGES=(openssl clickhouse-server clickhouse-client)
 
 report_dir="$(mktemp -d "${TMPDIR:-/tmp}/soma-test-XXXXXX")"
 trap 'rm -rf "$report_dir"' EXIT

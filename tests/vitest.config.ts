@@ -21,25 +21,39 @@ export const testSecrets = {
 // The plugin reads required secrets from process.env; give it the same generated values.
 Object.assign(process.env, testSecrets);
 
-export default defineConfig(async () => ({
-  plugins: [
-    cloudflareTest({
-      main: path.join(root, "workers/index.ts"),
-      wrangler: { configPath: path.join(root, "wrangler.toml") },
-      miniflare: {
-        bindings: {
-          ...testSecrets,
-          // Fast retries and short leases keep the KAMACHIQ tests quick; the logic is the same at any scale.
-          KAMACHIQ_RETRY_BASE_MS: "50",
-          TEST_MIGRATIONS: await readD1Migrations(path.join(root, "migrations")),
-        },
-      },
-    }),
-  ],
-  test: {
-    root,
-    include: ["tests/{unit,api,durable-objects,consumers}/**/*.test.ts"],
-    setupFiles: [path.join(root, "tests/setup.ts")],
-    testTimeout: 30_000,
-  },
-}));
+export default defineConfig(async () => {
+  const d1Migrations = await readD1Migrations(path.join(root, "migrations"));
+  return {
+    plugins: [
+      // A function of the globalSetup's values: the ClickHouse it started is known only once it runs.
+      cloudflareTest(({ inject }) => {
+        const clickhouse = inject("clickhouse");
+        // Also where the plugin looks for secrets that wrangler.toml declares required.
+        process.env.CLICKHOUSE_PASSWORD = clickhouse.password;
+        return {
+          main: path.join(root, "workers/index.ts"),
+          wrangler: { configPath: path.join(root, "wrangler.toml") },
+          miniflare: {
+            bindings: {
+              ...testSecrets,
+              // Fast retries and short leases keep the KAMACHIQ tests quick; the logic is the same at any scale.
+              KAMACHIQ_RETRY_BASE_MS: "50",
+              CLICKHOUSE_URL: clickhouse.url,
+              CLICKHOUSE_DATABASE: clickhouse.database,
+              CLICKHOUSE_USER: clickhouse.user,
+              CLICKHOUSE_PASSWORD: clickhouse.password,
+              TEST_MIGRATIONS: d1Migrations,
+            },
+          },
+        };
+      }),
+    ],
+    test: {
+      root,
+      include: ["tests/{unit,api,durable-objects,consumers}/**/*.test.ts"],
+      globalSetup: [path.join(root, "tests/clickhouse-global-setup.ts")],
+      setupFiles: [path.join(root, "tests/setup.ts")],
+      testTimeout: 30_000,
+    },
+  };
+});

@@ -49,6 +49,22 @@ describe("POST /v1/capsules", () => {
     expect(detail.status).toBe(200);
   });
 
+  it("publishes several versions of a new capsule uploaded at the same time, latest by semver", async () => {
+    const author = await signup();
+    const name = `${author.handle}/racy`;
+    const versions = ["1.0.0", "1.2.0", "1.1.0", "2.0.0-rc.1"];
+    const responses = await Promise.all(
+      versions.map(async (version) => upload(author.apiKey, await bundle({ name, version }))),
+    );
+    expect(responses.map((r) => r.status)).toEqual([201, 201, 201, 201]);
+    const detail = (await (await api(`/v1/capsules/${name}`)).json()) as {
+      capsule: { latestVersion: string };
+      versions: { version: string }[];
+    };
+    expect(detail.capsule.latestVersion).toBe("1.2.0");
+    expect(detail.versions.map((v) => v.version)).toEqual(["2.0.0-rc.1", "1.2.0", "1.1.0", "1.0.0"]);
+  });
+
   it("holds a capsule that evaluates dynamic code for human review", async () => {
     const author = await signup();
     const res = await upload(author.apiKey, await riskyBundle(`${author.handle}/risky`));

@@ -5,7 +5,7 @@ import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import type { TestProject } from "vitest/node";
-import { freePort, isAlive, stopProcessGroup } from "../../scripts/lib/processes.mjs";
+import { freePort, isAlive, liveGroupMembers, stopProcessGroup } from "../../scripts/lib/processes.mjs";
 
 declare module "vitest" {
   export interface ProvidedContext {
@@ -13,6 +13,8 @@ declare module "vitest" {
     baseUrl: string;
     /** The bootstrap admin bearer the platform was started with. */
     adminToken: string;
+    /** HTTP URL of the platform's ClickHouse; empty when an external platform did not name one. */
+    clickhouseUrl: string;
   }
 }
 
@@ -29,6 +31,8 @@ export interface RunningPlatform {
   port: number;
   adminToken: string;
   stateDir: string;
+  /** The ClickHouse the start script started under the state directory. */
+  clickhouseUrl: string;
   /** The start script's own pid; it leads its process group. */
   pid: number;
   /** The process groups the start script launched (wrangler dev and workerd, local services). */
@@ -41,21 +45,29 @@ export interface RunningPlatform {
 }
 
 /**
- * Runs `node scripts/start.mjs` the way a developer does, on a free port with its own state directory and
- * admin token, and resolves once it prints `SOMA_READY <url>`.
+ * Runs `node scripts/start.mjs` the way a developer does, on a free port with its own state directory, admin
+ * token and ClickHouse (on a free port too), and resolves once it prints `SOMA_READY <url>`.
  */
 export async function startPlatform(options: { stateDir: string; port?: number }): Promise<RunningPlatform> {
   const port = options.port ?? (await freePort());
   const adminToken = `e2e-${randomBytes(24).toString("base64url")}`;
   const logFile = path.join(options.stateDir, "start.log");
+  const env: NodeJS.ProcessEnv = {
+    ...process.env,
+    PORT: String(port),
+    SOMA_STATE_DIR: options.stateDir,
+    SOMA_ADMIN_TOKEN: adminToken,
+    CLICKHOUSE_HTTP_PORT: "0",
+    // A short runner lease lets tests/e2e/runner.test.ts watch a dead runner's job move on in seconds.
+    SOMA_RUNNER_LEASE_MS: process.env.SOMA_RUNNER_LEASE_MS || "8000",
+  };
+  // The platform under test starts its own ClickHouse, whatever the developer's shell points at.
+  for (const name of ["CLICKHOUSE_URL", "CLICKHOUSE_USER", "CLICKHOUSE_PASSWORD", "CLICKHOUSE_DATABASE"]) {
+    delete env[name];
+  }
   const child: ChildProcess = spawn(process.execPath, [path.join(root, "scripts/start.mjs")], {
     cwd: root,
-    env: {
-      ...process.env,
-      PORT: String(port),
-      SOMA_STATE_DIR: options.stateDir,
-      SOMA_ADMIN_TOKEN: adminToken,
-    },
+    env,
     detached: true,
     stdio: ["ignore", "pipe", "pipe"],
   });
@@ -113,12 +125,14 @@ export async function startPlatform(options: { stateDir: string; port?: number }
 
   const record = JSON.parse(await readFile(path.join(options.stateDir, "processes.json"), "utf8")) as {
     groups: ProcessGroup[];
+    services: { clickhouse: string };
   };
   return {
     url,
     port,
     adminToken,
     stateDir: options.stateDir,
+    clickhouseUrl: record.services.clickhouse,
     pid,
     groups: record.groups,
     output,
@@ -143,25 +157,32 @@ async function forceStop(pid: number, stateDir: string): Promise<void> {
 }
 
 /**
- * Starts one platform for every e2e file, or uses the one at SOMA_E2E_URL (with SOMA_E2E_ADMIN_TOKEN).
+ * Starts one platform for every e2e file, or uses the one at SOMA_E2E_URL (with SOMA_E2E_ADMIN_TOKEN and
+ * SOMA_E2E_CLICKHOUSE_URL).
  */
 export default async function setup(project: TestProject): Promise<() => Promise<void>> {
   const external = process.env.SOMA_E2E_URL;
   if (external) {
     project.provide("baseUrl", external.replace(/\/+$/, ""));
     project.provide("adminToken", process.env.SOMA_E2E_ADMIN_TOKEN ?? "");
+    project.provide("clickhouseUrl", process.env.SOMA_E2E_CLICKHOUSE_URL ?? "");
     return async () => {};
   }
   const stateDir = await mkdtemp(path.join(tmpdir(), "soma-e2e-"));
   const platform = await startPlatform({ stateDir });
   project.provide("baseUrl", platform.url);
   project.provide("adminToken", platform.adminToken);
+  project.provide("clickhouseUrl", platform.clickhouseUrl);
   return async () => {
     const stopped = await Promise.race([
       platform.stop(),
       new Promise<null>((resolve) => setTimeout(() => resolve(null), 30_000)),
     ]);
     if (stopped === null) await forceStop(platform.pid, stateDir);
+    // Nothing may outlive the run, ClickHouse included, even if the start script missed a group.
+    for (const group of platform.groups) {
+      if (liveGroupMembers(group.pgid).length > 0) await stopProcessGroup(group.pgid);
+    }
     if (process.env.SOMA_E2E_KEEP_STATE) console.log(`e2e state kept in ${stateDir}`);
     else await rm(stateDir, { recursive: true, force: true });
   };

@@ -4,6 +4,7 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { pathToFileURL } from "node:url";
 import { afterAll, describe, expect, inject, it } from "vitest";
+import { execute, migrationFiles } from "../../scripts/clickhouse-migrate.mjs";
 import { firstPartyCapsuleDirs, packCapsule } from "../../scripts/lib/capsule-bundle.mjs";
 import { isAcceptingConnections, liveGroupMembers } from "../../scripts/lib/processes.mjs";
 import { type RunningPlatform, startPlatform } from "./global-setup.ts";
@@ -35,6 +36,21 @@ describe("the platform as npm start runs it", () => {
       const body = (await response.json()) as { capsule: { name: string; latestVersion: string } };
       expect(body.capsule).toMatchObject({ name, latestVersion: version });
     }
+  });
+
+  it("runs its own ClickHouse, which answers /ping and has every migration recorded", async () => {
+    const clickhouseUrl = inject("clickhouseUrl");
+    expect(clickhouseUrl).toMatch(/^http:\/\/127\.0\.0\.1:\d+$/);
+    const ping = await fetch(`${clickhouseUrl}/ping`);
+    expect(await ping.text()).toBe("Ok.\n");
+    const recorded = await execute(
+      { url: clickhouseUrl },
+      "SELECT version FROM schema_migrations ORDER BY version FORMAT TabSeparated",
+      "soma",
+    );
+    const versions = recorded.split("\n").filter(Boolean);
+    expect(versions).toEqual(expect.arrayContaining(["0001", "0002"]));
+    expect(versions).toEqual((await migrationFiles()).map((m) => m.version));
   });
 
   it("serves the web app from web/dist at /", async () => {
@@ -130,8 +146,12 @@ describe("scripts/start.mjs", () => {
 
     const first = await startPlatform({ stateDir });
     running.push(first);
-    expect(first.groups.map((g) => g.name)).toContain("wrangler");
+    expect(first.groups.map((g) => g.name)).toEqual(expect.arrayContaining(["wrangler", "clickhouse"]));
     expect(first.output).toContain("[start] published soma/echo@1.0.0 (risk 0, published)");
+    expect(first.output.join("\n")).toMatch(
+      /\[start\] applied \d+ ClickHouse migration\(s\) to database soma/,
+    );
+    const clickhousePort = Number(new URL(first.clickhouseUrl).port);
 
     const second = spawn(process.execPath, [path.join(root, "scripts/start.mjs")], {
       cwd: root,
@@ -149,11 +169,13 @@ describe("scripts/start.mjs", () => {
     expect(await first.stop()).toEqual({ code: 0, signal: null });
     expect(liveProcesses(first)).toEqual([]);
     expect(await isAcceptingConnections(first.port)).toBe(false);
+    expect(await isAcceptingConnections(clickhousePort)).toBe(false);
 
     const restarted = await startPlatform({ stateDir });
     running.push(restarted);
     expect(restarted.output).toContain("[start] soma/echo@1.0.0 is already published");
     expect(restarted.output.join("\n")).not.toContain("created the first-party account");
+    expect(restarted.output).toContain("[start] ClickHouse migrations are up to date (database soma)");
     const echo = await fetch(`${restarted.url}/v1/capsules/soma/echo`);
     expect(echo.status).toBe(200);
 

@@ -8,6 +8,7 @@ import { accountRoutes } from "./routes/accounts";
 import { adminRoutes } from "./routes/admin";
 import { analyticsRoutes, eventRoutes, forecastRoutes, usageRoutes } from "./routes/analytics";
 import { authRoutes } from "./routes/auth";
+import { adjustmentRoutes, invoiceRoutes, payoutRoutes } from "./routes/billing";
 import { budgetRoutes } from "./routes/budgets";
 import { capsuleRoutes } from "./routes/capsules";
 import { healthRoutes } from "./routes/health";
@@ -46,6 +47,9 @@ export const app = new Hono<AppEnv>()
   .route("/v1/usage", usageRoutes)
   .route("/v1/forecast", forecastRoutes)
   .route("/v1/budgets", budgetRoutes)
+  .route("/v1/invoices", invoiceRoutes)
+  .route("/v1/payouts", payoutRoutes)
+  .route("/v1/admin/adjustments", adjustmentRoutes)
   .route("/v1/analytics", analyticsRoutes)
   .route("/v1/admin", adminRoutes);
 

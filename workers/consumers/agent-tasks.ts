@@ -3,7 +3,6 @@ import { enqueueRunnerJob } from "../shared/agents/runner-jobs";
 import { database } from "../shared/db/client";
 import { coordinator } from "../shared/kamachiq/coordinator-client";
 import { agentTaskMessageSchema } from "../shared/kamachiq/types";
-import { countExecution } from "../shared/marketplace/catalog";
 import { loadPublishedBundle } from "../shared/marketplace/verified-bundles";
 
 /** Runner jobs get this long before the runner must report (its lease is renewed by heartbeats). */
@@ -59,8 +58,7 @@ export async function handleAgentTasks(
           return;
         }
         const outcome = await executeAttempt(env, db, (props) => ctx.exports.CapsuleHost({ props }), attempt);
-        const settled = await stub.settleAttempt(attemptId, outcome);
-        if (settled.ok && !settled.value.duplicate) await countExecution(db, attempt.capsule);
+        await stub.settleAttempt(attemptId, outcome);
         message.ack();
       } catch (error) {
         console.error(

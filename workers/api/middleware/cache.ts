@@ -2,17 +2,18 @@ import { createMiddleware } from "hono/factory";
 import type { AppEnv } from "../context";
 
 /**
- * Caches successful GET answers briefly with the Workers Cache API, per caller: dashboards that refresh every
- * few seconds then cost one ClickHouse query per window instead of one per viewer and refresh.
+ * Caches successful GET answers briefly with the Workers Cache API (per caller unless the answer is public):
+ * dashboards that refresh every few seconds and popular searches then cost one query per window, not one per
+ * viewer and refresh.
  */
-export const cacheFor = (seconds: number) =>
+export const cacheFor = (seconds: number, options: { shared?: boolean } = {}) =>
   createMiddleware<AppEnv>(async (c, next) => {
     if (c.req.method !== "GET" || typeof caches === "undefined") return next();
     const principal = c.get("principal");
     const url = new URL(c.req.url);
-    const key = new Request(
-      `https://analytics-cache.soma.internal/${principal?.accountId ?? principal?.via ?? "anon"}${url.pathname}${url.search}`,
-    );
+    // Public answers share one entry; anything else is cached per caller.
+    const who = options.shared ? "public" : (principal?.accountId ?? principal?.via ?? "anonymous");
+    const key = new Request(`https://response-cache.soma.internal/${who}${url.pathname}${url.search}`);
     const cache = caches.default;
     const hit = await cache.match(key);
     if (hit) {

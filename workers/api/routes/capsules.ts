@@ -17,10 +17,14 @@ import {
 import { bundleLimits } from "../../shared/marketplace/limits";
 import { submitBundle } from "../../shared/marketplace/submissions";
 import type { AppEnv } from "../context";
+import { cacheFor } from "../middleware/cache";
 import { signedIn, withAccount } from "../middleware/guards";
 import { rateLimit } from "../middleware/rate-limit";
 import { readBodyBounded } from "../request-body";
 import { jsonBody, pathParams, queryParams } from "../validate";
+
+/** Catalog pages are public and change only on publish: a few seconds of caching absorbs search bursts. */
+const CATALOG_CACHE_SECONDS = 5;
 
 const segment = z.string().regex(/^[a-z0-9][a-z0-9._-]{0,63}$/, "not a valid name segment");
 const capsuleParams = z.object({ ns: segment, name: segment });
@@ -74,7 +78,7 @@ export const capsuleRoutes = new Hono<AppEnv>()
     c.executionCtx.waitUntil(flushOutbox(database(c.env.DB), c.env));
     return c.json({ submission }, 201);
   })
-  .get("/", queryParams(catalogQuery), async (c) => {
+  .get("/", queryParams(catalogQuery), cacheFor(CATALOG_CACHE_SECONDS, { shared: true }), async (c) => {
     return c.json(await searchCatalog(database(c.env.DB), c.req.valid("query")));
   })
   .get("/:ns/:name", pathParams(capsuleParams), async (c) => {

@@ -14,7 +14,6 @@ import { AppError } from "../../shared/errors";
 import { coordinator } from "../../shared/kamachiq/coordinator-client";
 import { unwrap } from "../../shared/kamachiq/projects";
 import { estimateTokens, type Outcome } from "../../shared/kamachiq/types";
-import { countExecution } from "../../shared/marketplace/catalog";
 import type { AppEnv } from "../context";
 import { signedIn } from "../middleware/guards";
 import { jsonBody, pathParams } from "../validate";
@@ -157,7 +156,6 @@ export const runnerRoutes = new Hono<AppEnv>()
         throw error;
       }
       await markRunnerJobDone(db, attemptId, body.status);
-      if (!settled.duplicate) await countExecution(db, job.payload.capsule);
       return c.json({ settled: !settled.duplicate, status: outcome.status });
     },
   );

@@ -61,6 +61,7 @@ export const capsules = sqliteTable("capsules", {
   executionCount: integer("execution_count").notNull().default(0),
   ratingAvg: real("rating_avg").notNull().default(0),
   ratingCount: integer("rating_count").notNull().default(0),
+  authorSharePct: integer("author_share_pct").notNull().default(70),
   createdAt: text("created_at").notNull(),
   updatedAt: text("updated_at").notNull(),
 });
@@ -152,6 +153,31 @@ export const deadLetters = sqliteTable("dead_letters", {
   id: text("id").primaryKey(),
   queue: text("queue").notNull(),
   body: text("body").notNull(),
+  reason: text("reason").notNull(),
+  createdAt: text("created_at").notNull(),
+});
+
+export const ledgerEntries = sqliteTable("ledger_entries", {
+  id: text("id").primaryKey(),
+  txId: text("tx_id").notNull(),
+  accountId: text("account_id").notNull(),
+  direction: text("direction").notNull(),
+  kind: text("kind").notNull(),
+  amountMicroUsd: integer("amount_micro_usd").notNull(),
+  capsule: text("capsule"),
+  projectId: text("project_id"),
+  attemptId: text("attempt_id"),
+  period: text("period").notNull(),
+  createdAt: text("created_at").notNull(),
+});
+
+export const accountAdjustments = sqliteTable("account_adjustments", {
+  id: text("id").primaryKey(),
+  accountId: text("account_id").notNull(),
+  period: text("period").notNull(),
+  kind: text("kind").notNull(),
+  amountMicroUsd: integer("amount_micro_usd").notNull().default(0),
+  percent: integer("percent").notNull().default(0),
   reason: text("reason").notNull(),
   createdAt: text("created_at").notNull(),
 });

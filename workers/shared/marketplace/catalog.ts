@@ -1,13 +1,12 @@
-import { and, eq, sql } from "drizzle-orm";
+import { and, eq, type SQL, sql } from "drizzle-orm";
 import semver from "semver";
 import type { Principal } from "../auth/principal";
 import type { Database } from "../db/client";
-import { nowIso } from "../db/client";
 import { capsules, capsuleVersions } from "../db/schema";
 import { AppError } from "../errors";
 import { cloudEvent, outboxInsert } from "../events/outbox";
 import { publishedKeys } from "../storage/bundles";
-import { pickLatest } from "./versions";
+import { refreshListing } from "./publishing";
 
 export const SORTS = ["relevance", "popular", "rating", "recent", "name"] as const;
 export type CatalogSort = (typeof SORTS)[number];
@@ -91,7 +90,7 @@ const ORDER_BY: Record<Exclude<CatalogSort, "relevance">, string> = {
 };
 
 /** Candidate rows considered when ranking a text search; enough for any realistic page depth. */
-const SEARCH_CANDIDATES = 300;
+const SEARCH_CANDIDATES = 200;
 
 /**
  * Browses or searches the catalog. Text search matches trigrams, so substrings and misspellings still find
@@ -102,7 +101,7 @@ export async function searchCatalog(
   query: CatalogQuery,
 ): Promise<{ items: CatalogItem[]; nextCursor: string | null }> {
   const offset = decodeCursor(query.cursor);
-  const filters = [];
+  const filters: SQL[] = [];
   if (query.category) filters.push(sql`c.category = ${query.category}`);
   if (query.tag)
     filters.push(
@@ -129,19 +128,34 @@ export async function searchCatalog(
     return page(rows.map(fromRaw), query.limit, offset);
   }
 
-  const match = [...queryTrigrams].map((t) => `"${t}"`).join(" OR ");
-  const matchFilter = sql`c.id IN (SELECT capsule_id FROM capsules_fts WHERE capsules_fts MATCH ${match} ORDER BY rank LIMIT ${SEARCH_CANDIDATES})`;
-  const allFilters = [matchFilter, ...filters];
-  const rows = (
-    await db.all<Record<string, unknown>>(
-      sql`SELECT c.* FROM capsules c WHERE ${sql.join(allFilters, sql` AND `)}`,
-    )
-  ).map(fromRaw);
+  const quoted = [...queryTrigrams].map((t) => `"${t}"`);
+  const candidates = async (match: string) =>
+    (
+      await db.all<Record<string, unknown>>(
+        sql`SELECT c.* FROM capsules c WHERE ${sql.join(
+          [
+            sql`c.id IN (SELECT capsule_id FROM capsules_fts WHERE capsules_fts MATCH ${match} ORDER BY rank LIMIT ${SEARCH_CANDIDATES})`,
+            ...filters,
+          ],
+          sql` AND `,
+        )}`,
+      )
+    ).map(fromRaw);
+  // Every trigram present is the common case and cheap (the intersection is small); only when that finds too
+  // little (a misspelling) does the search widen to any trigram, which is what makes it typo tolerant.
+  let rows = await candidates(quoted.join(" AND "));
+  if (rows.length < offset + query.limit + 1 && quoted.length > 1)
+    rows = await candidates(quoted.join(" OR "));
   const scored = rows
     .map((row) => {
-      const nameHits = [...queryTrigrams].filter((t) => trigrams(row.name.replace("/", " ")).has(t)).length;
+      const nameTrigrams = trigrams(row.name.replace("/", " "));
       const text = trigrams(`${row.description} ${row.tags.join(" ")}`);
-      const textHits = [...queryTrigrams].filter((t) => text.has(t)).length;
+      let nameHits = 0;
+      let textHits = 0;
+      for (const t of queryTrigrams) {
+        if (nameTrigrams.has(t)) nameHits += 1;
+        if (text.has(t)) textHits += 1;
+      }
       const coverage = Math.max(nameHits, textHits) / queryTrigrams.size;
       return { row, coverage, score: (2 * nameHits + textHits) / queryTrigrams.size };
     })
@@ -187,6 +201,7 @@ function fromRaw(raw: Record<string, unknown>): CapsuleRow {
     executionCount: raw.execution_count as number,
     ratingAvg: raw.rating_avg as number,
     ratingCount: raw.rating_count as number,
+    authorSharePct: raw.author_share_pct as number,
     createdAt: raw.created_at as string,
     updatedAt: raw.updated_at as string,
   };
@@ -281,27 +296,17 @@ export async function yankVersion(
   const row = await ownedVersion(db, principal, name, version);
   if (row.version.status === "yanked")
     throw new AppError("INVALID_STATE", `${name}@${version} is already yanked`);
-  const all = await db
-    .select({ version: capsuleVersions.version, status: capsuleVersions.status })
-    .from(capsuleVersions)
-    .where(eq(capsuleVersions.capsuleId, row.capsule.id));
-  const latest =
-    pickLatest(all.map((v) => (v.version === version ? { ...v, status: "yanked" } : v))) ??
-    row.capsule.latestVersion;
   await db.batch([
     db
       .update(capsuleVersions)
       .set({ status: "yanked", yankReason: reason })
       .where(eq(capsuleVersions.id, row.version.id)),
-    db
-      .update(capsules)
-      .set({ latestVersion: latest, updatedAt: nowIso() })
-      .where(eq(capsules.id, row.capsule.id)),
     outboxInsert(
       db,
       cloudEvent("soma.capsule.yanked", `${name}@${version}`, { capsule: name, version, reason }),
     ),
   ]);
+  await refreshListing(db, name);
   return { name, version, status: "yanked" as const, yankReason: reason };
 }
 
@@ -336,12 +341,4 @@ export async function publishedArtifact(
     size: object.size,
     ...(kind === "bundle" ? { sha256: row.sha256 } : {}),
   };
-}
-
-/** Counts one execution of a capsule (called once per settled attempt, never for a duplicate report). */
-export async function countExecution(db: Database, name: string): Promise<void> {
-  await db
-    .update(capsules)
-    .set({ executionCount: sql`${capsules.executionCount} + 1` })
-    .where(eq(capsules.name, name));
 }

@@ -1,4 +1,4 @@
-import { eq, inArray } from "drizzle-orm";
+import { eq, inArray, sql } from "drizzle-orm";
 import semver from "semver";
 import { type Database, newId, nowIso } from "../db/client";
 import { accounts, capsules, capsulesFts, capsuleTags, capsuleVersions, submissions } from "../db/schema";
@@ -141,58 +141,31 @@ export async function publishSubmission(
     env.BUNDLES.put(keys.sbom, utf8(sbomText), { httpMetadata: { contentType: CYCLONEDX_MEDIA_TYPE } }),
   ]);
 
-  const [existing] = await db.select().from(capsules).where(eq(capsules.name, name)).limit(1);
-  const priorVersions = existing
-    ? await db
-        .select({ version: capsuleVersions.version, status: capsuleVersions.status })
-        .from(capsuleVersions)
-        .where(eq(capsuleVersions.capsuleId, existing.id))
-    : [];
-  const latest = pickLatest([...priorVersions, { version, status: "published" }]) ?? version;
-  const capsuleId = existing?.id ?? newId("cap");
-  const isLatest = latest === version;
-  const listing = {
-    latestVersion: latest,
-    description: manifest.spec.description,
-    category: manifest.metadata.category,
-    tags: manifest.metadata.tags,
-    runtime: manifest.spec.runtime,
-    pricingModel: manifest.spec.pricing.model,
-    updatedAt: publishedAt,
-  };
-
-  const statements = [];
-  if (!existing) {
-    statements.push(
-      db.insert(capsules).values({
-        id: capsuleId,
+  // Concurrent publishes of a new capsule's first versions both see no row: the insert yields to whoever
+  // created it, the version row finds the capsule by name, and the listing is recomputed afterwards from
+  // every version, so the order of arrival never matters.
+  const capsuleIdByName = sql`(SELECT id FROM capsules WHERE name = ${name})`;
+  await db.batch([
+    db
+      .insert(capsules)
+      .values({
+        id: newId("cap"),
         name,
         namespace: namespaceOf(name),
         ownerId: row.accountId,
         createdAt: publishedAt,
-        ...listing,
-      }),
-    );
-  } else if (isLatest) {
-    statements.push(db.update(capsules).set(listing).where(eq(capsules.id, capsuleId)));
-  }
-  if (!existing || isLatest) {
-    statements.push(
-      db.delete(capsuleTags).where(eq(capsuleTags.capsuleId, capsuleId)),
-      ...manifest.metadata.tags.map((tag) => db.insert(capsuleTags).values({ capsuleId, tag })),
-      db.delete(capsulesFts).where(eq(capsulesFts.capsuleId, capsuleId)),
-      db.insert(capsulesFts).values({
-        name,
+        latestVersion: version,
         description: manifest.spec.description,
-        tags: manifest.metadata.tags.join(" "),
-        capsuleId,
-      }),
-    );
-  }
-  statements.push(
+        category: manifest.metadata.category,
+        tags: manifest.metadata.tags,
+        runtime: manifest.spec.runtime,
+        pricingModel: manifest.spec.pricing.model,
+        updatedAt: publishedAt,
+      })
+      .onConflictDoNothing({ target: capsules.name }),
     db.insert(capsuleVersions).values({
       id: newId("ver"),
-      capsuleId,
+      capsuleId: capsuleIdByName,
       name,
       version,
       status: "published",
@@ -218,6 +191,54 @@ export async function publishSubmission(
         keyid: key.keyid,
       }),
     ),
-  );
-  await db.batch(statements as unknown as Parameters<typeof db.batch>[0]);
+  ]);
+  await refreshListing(db, name);
+}
+
+/**
+ * Recomputes a capsule's listing (latest version, description, category, tags, search index) from all its
+ * versions. Idempotent; called after every publish and yank.
+ */
+export async function refreshListing(db: Database, name: string): Promise<void> {
+  const [capsule] = await db
+    .select({ id: capsules.id })
+    .from(capsules)
+    .where(eq(capsules.name, name))
+    .limit(1);
+  if (!capsule) return;
+  const versions = await db
+    .select({
+      version: capsuleVersions.version,
+      status: capsuleVersions.status,
+      manifest: capsuleVersions.manifest,
+    })
+    .from(capsuleVersions)
+    .where(eq(capsuleVersions.capsuleId, capsule.id));
+  const latest = pickLatest(versions) ?? versions.map((v) => v.version).sort(semver.rcompare)[0];
+  const chosen = versions.find((v) => v.version === latest);
+  if (!chosen) return;
+  const manifest = chosen.manifest as unknown as CapsuleManifest;
+  await db.batch([
+    db
+      .update(capsules)
+      .set({
+        latestVersion: chosen.version,
+        description: manifest.spec.description,
+        category: manifest.metadata.category,
+        tags: manifest.metadata.tags,
+        runtime: manifest.spec.runtime,
+        pricingModel: manifest.spec.pricing.model,
+        updatedAt: nowIso(),
+      })
+      .where(eq(capsules.id, capsule.id)),
+    db.delete(capsuleTags).where(eq(capsuleTags.capsuleId, capsule.id)),
+    ...manifest.metadata.tags.map((tag) => db.insert(capsuleTags).values({ capsuleId: capsule.id, tag })),
+    db.delete(capsulesFts).where(eq(capsulesFts.capsuleId, capsule.id)),
+    db.insert(capsulesFts).values({
+      name,
+      description: manifest.spec.description,
+      tags: manifest.metadata.tags.join(" "),
+      capsuleId: capsule.id,
+    }),
+  ] as unknown as Parameters<typeof db.batch>[0]);
 }

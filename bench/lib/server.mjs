@@ -1,0 +1,144 @@
+import { spawn } from "node:child_process";
+import { generateKeyPairSync, randomBytes } from "node:crypto";
+import { mkdtemp, readdir, readFile, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { dirname, join } from "node:path";
+import { convertV4MiniflareOptions, Miniflare } from "miniflare";
+
+const WORKER_NAME = "soma-agent-edge";
+const BUILD_TIMEOUT_MS = 120_000;
+
+function pkcs8Pem() {
+  const { privateKey } = generateKeyPairSync("ec", { namedCurve: "prime256v1" });
+  return privateKey.export({ format: "pem", type: "pkcs8" }).toString();
+}
+
+/** Wrangler quiet and self-contained: no metrics, no network look-ups, config inside the repo. */
+function wranglerEnv(root) {
+  return {
+    ...process.env,
+    WRANGLER_SEND_METRICS: "false",
+    CLOUDFLARE_CF_FETCH_ENABLED: "false",
+    XDG_CONFIG_HOME: join(root, ".wrangler", "config"),
+  };
+}
+
+/**
+ * Bundles workers/index.ts exactly as a deploy would (`wrangler deploy --dry-run`), into one ES module.
+ * @returns {Promise<string>} the path of the bundled module
+ */
+async function buildWorker(root, outdir) {
+  const wranglerBin = join(root, "node_modules", "wrangler", "bin", "wrangler.js");
+  const child = spawn(process.execPath, [wranglerBin, "deploy", "--dry-run", "--outdir", outdir], {
+    cwd: root,
+    env: wranglerEnv(root),
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  let output = "";
+  child.stdout.on("data", (chunk) => (output += chunk));
+  child.stderr.on("data", (chunk) => (output += chunk));
+  const timer = setTimeout(() => child.kill("SIGTERM"), BUILD_TIMEOUT_MS);
+  const code = await new Promise((done) => child.once("close", done));
+  clearTimeout(timer);
+  if (code !== 0) throw new Error(`wrangler deploy --dry-run failed (${code}):\n${output}`);
+  return join(outdir, "index.js");
+}
+
+/**
+ * Applies migrations/*.sql in order, statement by statement, with wrangler's own SQL splitter (it keeps
+ * trigger bodies and the FTS5 table definition whole).
+ */
+async function applyMigrations(db, dir, splitSqlQuery) {
+  const files = (await readdir(dir)).filter((f) => f.endsWith(".sql")).sort();
+  for (const file of files) {
+    const statements = splitSqlQuery(await readFile(join(dir, file), "utf8"));
+    for (const statement of statements) await db.prepare(statement).run();
+  }
+  return files;
+}
+
+/**
+ * Starts the Worker on the Miniflare API: one workerd, no dev proxy, the bindings of wrangler.toml, fresh
+ * secrets and state in a temp directory. The static assets are left out: every route measured here is
+ * matched by `run_worker_first`, so the Worker answers them itself.
+ * @param {string} root the repository root
+ */
+export async function startPlatform(root) {
+  const work = await mkdtemp(join(tmpdir(), "soma-bench-"));
+  try {
+    return await startIn(root, work);
+  } catch (error) {
+    await rm(work, { recursive: true, force: true });
+    throw error;
+  }
+}
+
+async function startIn(root, work) {
+  const started = performance.now();
+  const scriptPath = await buildWorker(root, join(work, "build"));
+  const buildMs = performance.now() - started;
+
+  const secrets = {
+    CAPSULE_SIGNING_KEY: pkcs8Pem(),
+    AUTH_SIGNING_KEY: pkcs8Pem(),
+    SOMA_ADMIN_TOKEN: randomBytes(24).toString("base64url"),
+  };
+  // wrangler's config reader takes required secrets from process.env; these are this run's own.
+  Object.assign(process.env, secrets, wranglerEnv(root), { WRANGLER_LOG: "warn" });
+  const { unstable_getMiniflareWorkerOptions, unstable_splitSqlQuery } = await import("wrangler");
+  const { workerOptions } = unstable_getMiniflareWorkerOptions(join(root, "wrangler.toml"));
+  // One bundled ES module replaces wrangler's module rules.
+  delete workerOptions.modulesRules;
+  delete workerOptions.assets;
+  // Cron ticks and queue consumers (analytics into ClickHouse, which the bench does not run) would add
+  // background work in the middle of a measurement; events wait in their queues instead.
+  workerOptions.cronTriggers = [];
+  workerOptions.queueConsumers = {};
+
+  const workerErrors = [];
+  const mf = new Miniflare(
+    convertV4MiniflareOptions({
+      host: "127.0.0.1",
+      port: 0,
+      resourcePersistencePath: join(work, "state"),
+      handleStructuredLogs: (log) => {
+        if (log.level === "error") workerErrors.push(log.message);
+      },
+      workers: [
+        {
+          ...workerOptions,
+          name: WORKER_NAME,
+          // Module names are relative to modulesRoot; the bundle lives outside the repository.
+          modules: true,
+          scriptPath,
+          modulesRoot: dirname(scriptPath),
+          bindings: { ...workerOptions.bindings, ...secrets },
+        },
+      ],
+    }),
+  );
+  let url;
+  let db;
+  let migrations;
+  try {
+    url = await mf.ready;
+    db = await mf.getD1Database("DB");
+    migrations = await applyMigrations(db, join(root, "migrations"), unstable_splitSqlQuery);
+  } catch (error) {
+    await mf.dispose();
+    throw error;
+  }
+  return {
+    url: url.origin,
+    mf,
+    db,
+    secrets,
+    workerErrors,
+    buildMs,
+    migrations,
+    async stop() {
+      await mf.dispose();
+      await rm(work, { recursive: true, force: true });
+    },
+  };
+}

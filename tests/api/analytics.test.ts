@@ -1,0 +1,311 @@
+import { env } from "cloudflare:workers";
+import { beforeAll, describe, expect, it } from "vitest";
+import { api, errorOf, grantRoles, publish, signup } from "../helpers";
+
+type Account = Awaited<ReturnType<typeof signup>>;
+
+const day = (offset: number) => {
+  const d = new Date();
+  // Just after midnight UTC: "today" is never in the future, whatever the hour the tests run.
+  d.setUTCHours(0, 5, 0, 0);
+  d.setUTCDate(d.getUTCDate() + offset);
+  return d.toISOString();
+};
+
+function usage(
+  id: string,
+  time: string,
+  inputTokens: number,
+  outputTokens: number,
+  extra: Record<string, unknown> = {},
+) {
+  return {
+    specversion: "1.0",
+    id,
+    source: "soma://integration",
+    type: "soma.usage.tokens",
+    time,
+    data: { inputTokens, outputTokens, ...extra },
+  };
+}
+
+async function ingest(token: string, events: unknown[]): Promise<Response> {
+  return api("/v1/events", { method: "POST", token, json: events });
+}
+
+/** Polls a query until `ready` holds: events become visible after the queue hands them to ClickHouse. */
+async function eventually<T>(
+  read: () => Promise<T>,
+  ready: (value: T) => boolean,
+  timeoutMs = 15_000,
+): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let value = await read();
+  while (!ready(value) && Date.now() < deadline) {
+    await new Promise((r) => setTimeout(r, 200));
+    value = await read();
+  }
+  return value;
+}
+
+interface UsageItems {
+  items: { key: string; inputTokens: number; outputTokens: number; totalTokens: number; events: number }[];
+}
+
+async function usageOf(token: string, query: string): Promise<UsageItems> {
+  const res = await api(`/v1/usage?${query}`, { token });
+  expect(res.status, await res.clone().text()).toBe(200);
+  return (await res.json()) as UsageItems;
+}
+
+describe("POST /v1/events and GET /v1/usage", () => {
+  let user: Account;
+  beforeAll(async () => {
+    user = await signup();
+    const res = await ingest(user.apiKey, [
+      usage("u1", day(-2), 100, 50, { capsule: "acme/a", model: "m1", projectId: "p1" }),
+      usage("u2", day(-2), 10, 5, { capsule: "acme/b", model: "m2", projectId: "p1" }),
+      usage("u3", day(-1), 1000, 500, { capsule: "acme/a", model: "m1", projectId: "p2" }),
+      usage("u3", day(-1), 1000, 500, { capsule: "acme/a", model: "m1", projectId: "p2" }),
+      {
+        specversion: "1.0",
+        id: "i1",
+        source: "soma://integration",
+        type: "soma.custom.thing",
+        time: day(-1),
+        data: { note: "x" },
+      },
+    ]);
+    expect(res.status).toBe(202);
+    expect(await res.json()).toEqual({ accepted: 4, duplicates: 1 });
+  });
+
+  it("sums real recorded usage by day, capsule, model and project", async () => {
+    const range = `from=${day(-3).slice(0, 10)}&to=${day(0).slice(0, 10)}`;
+    const byDay = await eventually(
+      () => usageOf(user.apiKey, `${range}&groupBy=day`),
+      (u) => u.items.reduce((n, i) => n + i.events, 0) === 3,
+    );
+    expect(byDay.items).toEqual([
+      { key: day(-2).slice(0, 10), inputTokens: 110, outputTokens: 55, totalTokens: 165, events: 2 },
+      { key: day(-1).slice(0, 10), inputTokens: 1000, outputTokens: 500, totalTokens: 1500, events: 1 },
+    ]);
+    expect(
+      (await usageOf(user.apiKey, `${range}&groupBy=capsule`)).items.map((i) => [i.key, i.totalTokens]),
+    ).toEqual([
+      ["acme/a", 1650],
+      ["acme/b", 15],
+    ]);
+    expect(
+      (await usageOf(user.apiKey, `${range}&groupBy=model`)).items.map((i) => [i.key, i.events]),
+    ).toEqual([
+      ["m1", 2],
+      ["m2", 1],
+    ]);
+    expect((await usageOf(user.apiKey, `${range}&groupBy=project`)).items.map((i) => i.key)).toEqual([
+      "p2",
+      "p1",
+    ]);
+  });
+
+  it("counts a resent event as a duplicate once it is stored", async () => {
+    await eventually(
+      () => usageOf(user.apiKey, `from=${day(-3).slice(0, 10)}&to=${day(0).slice(0, 10)}`),
+      (u) => u.items.length === 2,
+    );
+    const res = await ingest(user.apiKey, [usage("u1", day(-2), 100, 50)]);
+    expect(await res.json()).toEqual({ accepted: 0, duplicates: 1 });
+  });
+
+  it("scopes usage to the caller and lets only admins name another account", async () => {
+    const other = await signup();
+    const range = `from=${day(-3).slice(0, 10)}&to=${day(0).slice(0, 10)}`;
+    expect((await usageOf(other.apiKey, range)).items).toEqual([]);
+    expect((await api(`/v1/usage?${range}&account=${user.handle}`, { token: other.apiKey })).status).toBe(
+      403,
+    );
+    const admin = await signup();
+    await grantRoles(admin.handle, ["admin"]);
+    const asAdmin = await usageOf(admin.apiKey, `${range}&account=${user.handle}`);
+    expect(asAdmin.items.reduce((n, i) => n + i.totalTokens, 0)).toBe(1665);
+  });
+
+  it.each([
+    ["not an array", { id: "x" }],
+    ["an empty array", []],
+    ["a bad type", [{ ...usage("b1", day(0), 1, 1), type: "Bad Type" }]],
+    ["usage without token counts", [{ ...usage("b2", day(0), 1, 1), data: { inputTokens: 1 } }]],
+    ["negative tokens", [usage("b3", day(0), -1, 1)]],
+    ["a future time", [usage("b4", new Date(Date.now() + 86_400_000).toISOString(), 1, 1)]],
+    ["more than 1000 events", Array.from({ length: 1001 }, (_, i) => usage(`m${i}`, day(0), 1, 1))],
+  ])("rejects %s with 400 and stores nothing", async (_label, body) => {
+    const res = await ingest(user.apiKey, body as unknown[]);
+    expect(res.status).toBe(400);
+    expect((await errorOf(res)).code).toBe("VALIDATION_FAILED");
+  });
+
+  it("requires an account to ingest and a valid range to query", async () => {
+    expect((await api("/v1/events", { method: "POST", json: [usage("a", day(0), 1, 1)] })).status).toBe(401);
+    expect(
+      (
+        await api("/v1/events", {
+          method: "POST",
+          token: env.SOMA_ADMIN_TOKEN,
+          json: [usage("a", day(0), 1, 1)],
+        })
+      ).status,
+    ).toBe(403);
+    expect((await api("/v1/usage?from=2026-01-01", { token: user.apiKey })).status).toBe(400);
+    expect((await api("/v1/usage?from=2026-02-01&to=2026-01-01", { token: user.apiKey })).status).toBe(400);
+    expect(
+      (await api("/v1/usage?from=2026-01-01&to=2026-02-01&groupBy=color", { token: user.apiKey })).status,
+    ).toBe(400);
+  });
+
+  it("binds hostile filter values safely", async () => {
+    const admin = await signup();
+    await grantRoles(admin.handle, ["admin"]);
+    const hostile = encodeURIComponent("x' OR 1=1 --");
+    const res = await api(`/v1/usage?from=2026-01-01&to=2026-02-01&account=${hostile}`, {
+      token: admin.apiKey,
+    });
+    expect(res.status).toBe(404);
+    const events = await ingest(user.apiKey, [
+      usage("'; DROP TABLE events; --", day(0), 1, 1, { capsule: "x' OR '1'='1" }),
+    ]);
+    expect(events.status).toBe(202);
+  });
+});
+
+describe("GET /v1/analytics/*", () => {
+  let author: Account;
+  let capsule = "";
+  beforeAll(async () => {
+    author = await signup();
+    capsule = (await publish(author.apiKey, { name: `${author.handle}/measured` })).name;
+    await ingest(author.apiKey, [
+      usage("x1", day(-1), 40, 10, { capsule, outcome: "success" }),
+      usage("x2", day(-1), 40, 10, { capsule, outcome: "failure" }),
+      usage("x3", day(0), 100, 0, { capsule, outcome: "success" }),
+      {
+        specversion: "1.0",
+        id: "r1",
+        source: "soma://integration",
+        type: "soma.rating.created",
+        time: day(-1),
+        data: { capsule, stars: 4 },
+      },
+      {
+        specversion: "1.0",
+        id: "r2",
+        source: "soma://integration",
+        type: "soma.rating.created",
+        time: day(-1),
+        data: { capsule, stars: 2 },
+      },
+    ]);
+  });
+
+  it("gives the author executions, success rate, average tokens and ratings over time", async () => {
+    const read = async () => {
+      const res = await api(`/v1/analytics/capsules/${capsule}?from=${day(-5)}&interval=day`, {
+        token: author.apiKey,
+      });
+      expect(res.status).toBe(200);
+      return (await res.json()) as {
+        totals: { executions: number; successRate: number; averageTokens: number };
+        ratings: { average: number; count: number }[];
+      };
+    };
+    const body = await eventually(read, (b) => b.totals.executions === 3 && b.ratings.length === 1);
+    expect(body.totals).toMatchObject({ executions: 3, successRate: 2 / 3, averageTokens: 67 });
+    expect(body.ratings).toEqual([expect.objectContaining({ average: 3, count: 2 })]);
+    const stranger = await signup();
+    expect((await api(`/v1/analytics/capsules/${capsule}`, { token: stranger.apiKey })).status).toBe(404);
+  });
+
+  it("exports the author's table as CSV", async () => {
+    const res = await api(`/v1/analytics/capsules/${capsule}?from=${day(-5)}&interval=day&format=csv`, {
+      token: author.apiKey,
+    });
+    expect(res.headers.get("content-type")).toContain("text/csv");
+    const text = await res.text();
+    expect(text.split("\r\n")[0]).toBe("t,executions,successRate,averageTokens");
+  });
+
+  it("shows my usage and the platform overview, and the admin view to admins only", async () => {
+    const me = await eventually(
+      async () =>
+        (await (await api(`/v1/analytics/me?from=${day(-5)}`, { token: author.apiKey })).json()) as {
+          totals: { tokens: number };
+        },
+      (b) => b.totals.tokens === 200,
+    );
+    expect(me.totals.tokens).toBe(200);
+    const platform = await api(`/v1/analytics/platform?from=${day(-5)}&interval=day`, {
+      token: author.apiKey,
+    });
+    expect(platform.status).toBe(200);
+    const overview = (await platform.json()) as {
+      totals: { executions: number; capsules: number; accounts: number };
+    };
+    expect(overview.totals.executions).toBeGreaterThanOrEqual(3);
+    expect(overview.totals.capsules).toBeGreaterThanOrEqual(1);
+    expect((await api("/v1/analytics/admin", { token: author.apiKey })).status).toBe(403);
+    const admin = await api(`/v1/analytics/admin?from=${day(-5)}`, { token: env.SOMA_ADMIN_TOKEN });
+    expect(admin.status).toBe(200);
+    const tenants = ((await admin.json()) as { tenants: { accountId: string; totalTokens: number }[] })
+      .tenants;
+    expect(tenants.find((t) => t.accountId === author.id)?.totalTokens).toBe(200);
+    expect((await api("/v1/analytics/platform?interval=minute", { token: author.apiKey })).status).toBe(400);
+    expect((await api("/v1/analytics/platform")).status).toBe(401);
+  });
+});
+
+describe("GET /v1/forecast", () => {
+  it("forecasts 30 days from a backfilled weekly series with intervals and a budget", async () => {
+    const user = await signup();
+    // 56 days: 10k tokens on weekdays, 2k at weekends, exactly.
+    const events = Array.from({ length: 56 }, (_, i) => {
+      const d = new Date();
+      d.setUTCHours(1, 0, 0, 0);
+      d.setUTCDate(d.getUTCDate() - 56 + i);
+      const weekend = d.getUTCDay() === 0 || d.getUTCDay() === 6;
+      return usage(`f${i}`, d.toISOString(), weekend ? 1500 : 8000, weekend ? 500 : 2000);
+    });
+    expect((await ingest(user.apiKey, events)).status).toBe(202);
+    const read = async () =>
+      (await (await api("/v1/forecast?horizonDays=30", { token: user.apiKey })).json()) as {
+        daily: { day: string; tokens: number; low: number; high: number }[];
+        totalTokens: number;
+        recommendedBudgetTokens: number;
+        method: string;
+        historyDays: number;
+      };
+    const forecast = await eventually(read, (f) => f.method === "holt-winters-additive");
+    expect(forecast.daily).toHaveLength(30);
+    expect(forecast.daily[0]?.day).toBe(new Date().toISOString().slice(0, 10));
+    for (const point of forecast.daily) {
+      const weekend = [0, 6].includes(new Date(`${point.day}T00:00:00Z`).getUTCDay());
+      expect(Math.abs(point.tokens - (weekend ? 2000 : 10_000))).toBeLessThan(1000);
+      expect(point.low).toBeLessThanOrEqual(point.tokens);
+      expect(point.high).toBeGreaterThanOrEqual(point.tokens);
+    }
+    expect(forecast.recommendedBudgetTokens).toBeGreaterThanOrEqual(forecast.totalTokens);
+  });
+
+  it("validates the scope and keeps other accounts to admins", async () => {
+    const user = await signup();
+    expect((await api("/v1/forecast?scope=everything", { token: user.apiKey })).status).toBe(400);
+    expect((await api("/v1/forecast?scope=account:someone", { token: user.apiKey })).status).toBe(403);
+    expect((await api(`/v1/forecast?scope=project:${"a".repeat(64)}`, { token: user.apiKey })).status).toBe(
+      404,
+    );
+    expect((await api("/v1/forecast?horizonDays=0", { token: user.apiKey })).status).toBe(400);
+    const empty = (await (await api("/v1/forecast", { token: user.apiKey })).json()) as {
+      method: string;
+      totalTokens: number;
+    };
+    expect(empty).toMatchObject({ method: "none", totalTokens: 0 });
+  });
+});

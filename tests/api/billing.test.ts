@@ -1,0 +1,249 @@
+import { env } from "cloudflare:workers";
+import { beforeAll, describe, expect, it } from "vitest";
+import { stringify } from "yaml";
+import { database } from "../../workers/shared/db/client";
+import { payoutStatement } from "../../workers/shared/economics/invoices";
+import { ledgerImbalance, PLATFORM_ACCOUNT } from "../../workers/shared/economics/ledger";
+import { executionCharge, splitCharge } from "../../workers/shared/economics/pricing";
+import { api, manifest, tarGz, upload } from "../helpers";
+import { createProject, publishReviewer, signup, waitForStatus } from "../kamachiq-helpers";
+
+const GOOD = `export default { async run(input) {
+  return { files: [{ path: (input.name ?? "m") + ".py", content: '"""Module."""\\n\\n\\ndef run():\\n    """Run it."""\\n    return 1\\n' }] };
+} };`;
+
+async function publishPaid(
+  token: string,
+  name: string,
+  pricing: { model: string; amountUsd: number },
+): Promise<void> {
+  const doc = manifest({ name, permissions: [] });
+  (doc.spec as Record<string, unknown>).pricing = pricing;
+  (doc.spec as Record<string, unknown>).tokenEstimate = { planning: 0, execution: 1000 };
+  const res = await upload(
+    token,
+    await tarGz([
+      { name: "capsule.yaml", body: stringify(doc) },
+      { name: "dist/main.js", body: GOOD },
+    ]),
+  );
+  expect(res.status, await res.clone().text()).toBe(201);
+}
+
+const month = () => new Date().toISOString().slice(0, 7);
+
+async function ledgerOf(accountId: string) {
+  return (
+    await env.DB.prepare(
+      "SELECT kind, direction, amount_micro_usd AS amount FROM ledger_entries WHERE account_id = ? AND amount_micro_usd > 0 ORDER BY kind",
+    )
+      .bind(accountId)
+      .all<{ kind: string; direction: string; amount: number }>()
+  ).results;
+}
+
+/** Polls until the invoice shows `executions` executions (charges reach ClickHouse through the queue). */
+async function invoice(token: string, executions: number) {
+  const deadline = Date.now() + 20_000;
+  for (;;) {
+    const res = await api(`/v1/invoices/${month()}`, { token });
+    expect(res.status).toBe(200);
+    const body = (await res.json()) as {
+      invoice: {
+        lines: { capsule: string; executions: number; amountMicroUsd: number }[];
+        subtotalMicroUsd: number;
+        discountMicroUsd: number;
+        creditsAppliedMicroUsd: number;
+        totalMicroUsd: number;
+        ledgerMicroUsd: number;
+      };
+    };
+    const seen = body.invoice.lines.reduce((n, l) => n + l.executions, 0);
+    if (seen >= executions || Date.now() > deadline) return body.invoice;
+    await new Promise((r) => setTimeout(r, 250));
+  }
+}
+
+describe("pricing arithmetic", () => {
+  it("charges per execution and per 1k tokens in integer micro-dollars and splits without losing a micro-dollar", () => {
+    expect(executionCharge({ model: "per_execution", amountUsd: 0.25 }, 12_345)).toBe(250_000);
+    expect(executionCharge({ model: "per_1k_tokens", amountUsd: 0.002 }, 1_500)).toBe(3_000);
+    expect(executionCharge({ model: "per_1k_tokens", amountUsd: 0.003 }, 333)).toBe(999);
+    expect(executionCharge({ model: "free", amountUsd: 0 }, 1_000_000)).toBe(0);
+    expect(splitCharge(250_000, 70)).toEqual({ author: 175_000, platform: 75_000 });
+    expect(splitCharge(999, 70)).toEqual({ author: 699, platform: 300 });
+  });
+});
+
+describe("paid capsule executions", () => {
+  let author: Awaited<ReturnType<typeof signup>>;
+  let buyer: Awaited<ReturnType<typeof signup>>;
+  beforeAll(async () => {
+    await publishReviewer();
+    author = await signup();
+    buyer = await signup();
+    await publishPaid(author.apiKey, `${author.handle}/paid`, { model: "per_execution", amountUsd: 0.25 });
+    const res = await createProject(buyer.apiKey, {
+      name: "buying",
+      spec: {
+        tasks: Array.from({ length: 4 }, (_, i) => ({
+          id: `p${i}`,
+          capsule: `${author.handle}/paid`,
+          inputs: { name: `p${i}` },
+        })),
+      },
+      budget: { tokens: 100_000 },
+    });
+    const { project } = (await res.json()) as { project: { id: string } };
+    expect((await waitForStatus(buyer.apiKey, project.id, ["completed", "failed"])).status).toBe("completed");
+  });
+
+  it("records one balanced transaction per execution: buyer debit, author 70%, platform 30%", async () => {
+    const deadline = Date.now() + 10_000;
+    let buyerRows = await ledgerOf(buyer.id);
+    while (buyerRows.length < 4 && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 200));
+      buyerRows = await ledgerOf(buyer.id);
+    }
+    expect(buyerRows).toEqual(
+      Array.from({ length: 4 }, () => ({ kind: "execution_charge", direction: "debit", amount: 250_000 })),
+    );
+    const authorRows = await ledgerOf(author.id);
+    expect(authorRows.reduce((n, r) => n + r.amount, 0)).toBe(4 * 175_000);
+    expect(await ledgerImbalance(database(env.DB))).toBe(0);
+    const platform = await ledgerOf(PLATFORM_ACCOUNT);
+    expect(platform.length).toBeGreaterThanOrEqual(4);
+    const detail = (await (await api(`/v1/capsules/${author.handle}/paid`)).json()) as {
+      capsule: { executionCount: number };
+    };
+    expect(detail.capsule.executionCount).toBe(4);
+  });
+
+  it("invoices the month from the charge events, to the micro-dollar, with discounts then credits", async () => {
+    const before = await invoice(buyer.apiKey, 4);
+    expect(before.lines).toEqual([
+      {
+        capsule: `${author.handle}/paid`,
+        executions: 4,
+        tokens: expect.any(Number),
+        amountMicroUsd: 1_000_000,
+      },
+    ]);
+    expect(before.subtotalMicroUsd).toBe(1_000_000);
+    expect(before.ledgerMicroUsd).toBe(1_000_000);
+    const grant = (body: Record<string, unknown>) =>
+      api("/v1/admin/adjustments", { method: "POST", token: env.SOMA_ADMIN_TOKEN, json: body });
+    const admin = await signup();
+    const { grantRoles } = await import("../helpers");
+    await grantRoles(admin.handle, ["admin"]);
+    const asAdmin = (body: Record<string, unknown>) =>
+      api("/v1/admin/adjustments", { method: "POST", token: admin.apiKey, json: body });
+    expect(
+      (
+        await asAdmin({
+          account: buyer.handle,
+          period: month(),
+          kind: "discount",
+          percent: 10,
+          reason: "launch",
+        })
+      ).status,
+    ).toBe(201);
+    expect(
+      (
+        await asAdmin({
+          account: buyer.handle,
+          period: month(),
+          kind: "credit",
+          amountUsd: 0.5,
+          reason: "apology",
+        })
+      ).status,
+    ).toBe(201);
+    expect(
+      (await asAdmin({ account: buyer.handle, period: month(), kind: "credit", percent: 5, reason: "x" }))
+        .status,
+    ).toBe(400);
+    // The bootstrap admin token administers billing too; an unknown account is a 404.
+    expect(
+      (await grant({ account: "nobody-here", period: month(), kind: "credit", amountUsd: 1, reason: "x" }))
+        .status,
+    ).toBe(404);
+    expect(
+      (
+        await api("/v1/admin/adjustments", {
+          method: "POST",
+          token: buyer.apiKey,
+          json: { account: buyer.handle, period: month(), kind: "credit", amountUsd: 1, reason: "x" },
+        })
+      ).status,
+    ).toBe(403);
+    const after = await invoice(buyer.apiKey, 4);
+    expect(after).toMatchObject({
+      subtotalMicroUsd: 1_000_000,
+      discountMicroUsd: 100_000,
+      creditsAppliedMicroUsd: 500_000,
+      totalMicroUsd: 400_000,
+    });
+  });
+
+  it("refuses malformed periods and anonymous callers", async () => {
+    expect((await api("/v1/invoices/2026-13", { token: buyer.apiKey })).status).toBe(400);
+    expect((await api(`/v1/invoices/${month()}`)).status).toBe(401);
+    expect((await api("/v1/payouts")).status).toBe(401);
+  });
+
+  it("shows the author this month's earnings as accruing", async () => {
+    const res = await api("/v1/payouts", { token: author.apiKey });
+    expect(res.status).toBe(200);
+    const statement = (await res.json()) as {
+      months: { period: string; earnedMicroUsd: number; status: string }[];
+    };
+    expect(statement.months).toEqual([
+      expect.objectContaining({ period: month(), earnedMicroUsd: 700_000, status: "accruing" }),
+    ]);
+  });
+});
+
+describe("payout statements", () => {
+  it("hold months under the minimum and carry them until the total reaches it", async () => {
+    const accountId = `acc_payout_${Date.now()}`;
+    const rows: [string, number][] = [
+      ["2026-07", 4_000_000],
+      ["2026-08", 3_000_000],
+      ["2026-09", 5_000_000],
+      ["2026-10", 11_000_000],
+      ["2026-11", 2_000_000],
+    ];
+    for (const [period, amount] of rows) {
+      await env.DB.prepare(
+        "INSERT INTO ledger_entries (id, tx_id, account_id, direction, kind, amount_micro_usd, period, created_at) VALUES (?, ?, ?, 'credit', 'author_earning', ?, ?, ?)",
+      )
+        .bind(
+          `led_${period}_${accountId}`,
+          `fixture:${period}`,
+          accountId,
+          amount,
+          period,
+          `${period}-15T00:00:00Z`,
+        )
+        .run();
+    }
+    const statement = await payoutStatement(
+      database(env.DB),
+      accountId,
+      10_000_000,
+      new Date("2026-11-20T00:00:00Z"),
+    );
+    expect(statement.months.map((m) => [m.period, m.status, m.carriedInMicroUsd, m.payableMicroUsd])).toEqual(
+      [
+        ["2026-07", "held", 0, 0],
+        ["2026-08", "held", 4_000_000, 0],
+        ["2026-09", "payable", 7_000_000, 12_000_000],
+        ["2026-10", "payable", 0, 11_000_000],
+        ["2026-11", "accruing", 0, 0],
+      ],
+    );
+    expect(statement.heldMicroUsd).toBe(2_000_000);
+  });
+});

@@ -1,0 +1,140 @@
+import { createExecutionContext, createMessageBatch, getQueueResult } from "cloudflare:test";
+import { env } from "cloudflare:workers";
+import { describe, expect, it } from "vitest";
+import { z } from "zod";
+import worker from "../../workers/index";
+import { queryRows } from "../../workers/shared/analytics/clickhouse";
+import { sql } from "../../workers/shared/analytics/sql";
+import { api } from "../helpers";
+
+const unique = () => crypto.randomUUID().replace(/-/g, "");
+
+function usageEvent(
+  accountId: string,
+  inputTokens: number,
+  outputTokens: number,
+  time = new Date().toISOString(),
+) {
+  return {
+    specversion: "1.0",
+    id: `evt_${unique()}`,
+    source: "soma://test",
+    type: "soma.usage.tokens",
+    time,
+    subject: "test",
+    data: { accountId, inputTokens, outputTokens, capsule: "acme/tool", model: "none" },
+  };
+}
+
+async function deliver(bodies: unknown[], overrides: Partial<Env> = {}) {
+  const batch = createMessageBatch(
+    "soma-events",
+    bodies.map((body, i) => ({ id: `msg-${unique()}-${i}`, timestamp: new Date(), attempts: 1, body })),
+  );
+  const ctx = createExecutionContext();
+  await worker.queue(batch, { ...env, ...overrides }, ctx);
+  return getQueueResult(batch, ctx);
+}
+
+const count = z.object({ events: z.coerce.number(), tokens: z.coerce.number() });
+
+async function totals(accountId: string) {
+  const [raw] = await queryRows(
+    env,
+    sql`SELECT count() AS events, sum(input_tokens + output_tokens) AS tokens FROM events WHERE account_id = ${accountId}`,
+    count,
+  );
+  const [rollup] = await queryRows(
+    env,
+    sql`SELECT sum(events) AS events, sum(input_tokens + output_tokens) AS tokens FROM usage_hourly WHERE account_id = ${accountId}`,
+    count,
+  );
+  return { raw, rollup };
+}
+
+describe("events consumer", () => {
+  it("stores a batch in one insert and acknowledges every message", async () => {
+    const account = `acc_${unique()}`;
+    const result = await deliver([
+      usageEvent(account, 10, 5),
+      usageEvent(account, 20, 10),
+      usageEvent(account, 1, 1),
+    ]);
+    expect(result.explicitAcks).toHaveLength(3);
+    expect(result.retryMessages).toEqual([]);
+    expect(await totals(account)).toEqual({
+      raw: { events: 3, tokens: 47 },
+      rollup: { events: 3, tokens: 47 },
+    });
+  });
+
+  it("never counts a redelivered batch twice, in raw rows or rollups", async () => {
+    const account = `acc_${unique()}`;
+    const events = [usageEvent(account, 100, 1), usageEvent(account, 200, 2)];
+    await deliver(events);
+    const again = await deliver([...events, events[0]]);
+    expect(again.explicitAcks).toHaveLength(3);
+    expect(await totals(account)).toEqual({
+      raw: { events: 2, tokens: 303 },
+      rollup: { events: 2, tokens: 303 },
+    });
+  });
+
+  it("unpacks ingestion envelopes", async () => {
+    const account = `acc_${unique()}`;
+    const result = await deliver([{ events: [usageEvent(account, 1, 0), usageEvent(account, 2, 0)] }]);
+    expect(result.explicitAcks).toHaveLength(1);
+    expect((await totals(account)).raw).toEqual({ events: 2, tokens: 3 });
+  });
+
+  it("retries the whole batch with backoff when ClickHouse is unreachable, storing nothing", async () => {
+    const account = `acc_${unique()}`;
+    const result = await deliver([usageEvent(account, 5, 5)], { CLICKHOUSE_URL: "http://127.0.0.1:9" });
+    expect(result.explicitAcks).toEqual([]);
+    expect(result.retryMessages).toEqual([expect.objectContaining({ msgId: expect.any(String) })]);
+    expect((await totals(account)).raw).toEqual({ events: 0, tokens: 0 });
+  });
+
+  it("parks a poison message in the dead-letter queue, keeps the good ones, and replays it on demand", async () => {
+    const account = `acc_${unique()}`;
+    const poison = { specversion: "1.0", id: `bad_${unique()}`, type: "Not A Type", data: {} };
+    const result = await deliver([usageEvent(account, 3, 4), poison]);
+    expect(result.explicitAcks).toHaveLength(2);
+    expect((await totals(account)).raw).toEqual({ events: 1, tokens: 7 });
+
+    // The dead-letter consumer keeps it in D1 for an operator.
+    const deadline = Date.now() + 15_000;
+    let items: { id: string; reason: string; body: { id?: string } }[] = [];
+    while (Date.now() < deadline) {
+      const res = await api("/v1/admin/dead-letters?queue=soma-events", { token: env.SOMA_ADMIN_TOKEN });
+      items = ((await res.json()) as { items: typeof items }).items;
+      if (items.some((i) => i.body.id === poison.id)) break;
+      await new Promise((r) => setTimeout(r, 250));
+    }
+    const parked = items.find((i) => i.body.id === poison.id);
+    expect(parked?.reason).toContain("invalid event");
+    const replay = await api("/v1/admin/dead-letters/replay", {
+      method: "POST",
+      token: env.SOMA_ADMIN_TOKEN,
+      json: { queue: "soma-events" },
+    });
+    expect(replay.status).toBe(200);
+    expect(((await replay.json()) as { replayed: number }).replayed).toBeGreaterThanOrEqual(1);
+  });
+
+  it("keeps dead letters to admins", async () => {
+    expect((await api("/v1/admin/dead-letters")).status).toBe(401);
+    const { signup } = await import("../helpers");
+    const user = await signup();
+    expect((await api("/v1/admin/dead-letters", { token: user.apiKey })).status).toBe(403);
+    expect(
+      (
+        await api("/v1/admin/dead-letters/replay", {
+          method: "POST",
+          token: env.SOMA_ADMIN_TOKEN,
+          json: { queue: "nope" },
+        })
+      ).status,
+    ).toBe(400);
+  });
+});
