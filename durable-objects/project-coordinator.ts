@@ -432,6 +432,12 @@ export class ProjectCoordinator extends DurableObject<Env> implements Coordinato
       artifacts.push(...page.objects.map((o) => ({ path: o.key.slice(prefix.length), size: o.size })));
       cursor = page.truncated ? page.cursor : undefined;
     } while (cursor);
+    const logs: { taskId: string; attemptId: string; size: number }[] = [];
+    const logPrefix = `projects/${project.id}/logs/`;
+    for (const object of (await this.env.BUNDLES.list({ prefix: logPrefix })).objects) {
+      const [taskId = "", file = ""] = object.key.slice(logPrefix.length).split("/");
+      logs.push({ taskId, attemptId: file.replace(/\.log$/, ""), size: object.size });
+    }
     const timeline = this.sql
       .exec<Row>("SELECT seq, type, task_id, data, created_at FROM events ORDER BY seq")
       .toArray()
@@ -501,6 +507,7 @@ export class ProjectCoordinator extends DurableObject<Env> implements Coordinato
           at: r.created_at,
         })),
       artifacts,
+      logs,
       timeline,
     });
   }

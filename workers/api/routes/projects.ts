@@ -2,6 +2,7 @@ import { Hono } from "hono";
 import { z } from "zod";
 import { requireAccount, requirePrincipal } from "../../shared/auth/principal";
 import { database } from "../../shared/db/client";
+import { AppError } from "../../shared/errors";
 import { artifactArchive, listArtifacts, readArtifact } from "../../shared/kamachiq/artifacts";
 import {
   createProject,
@@ -121,6 +122,23 @@ export const projectRoutes = new Hono<AppEnv>()
       },
     });
   })
+  .get(
+    "/:id/logs/:attemptId",
+    signedIn,
+    pathParams(
+      projectParams.extend({ attemptId: z.string().regex(/^att_[a-f0-9]{32}$/, "not an attempt id") }),
+    ),
+    async (c) => {
+      const { id, attemptId } = c.req.valid("param");
+      const stub = await projectFor(c.env, database(c.env.DB), requirePrincipal(c.get("principal")), id);
+      const entry = unwrap(await stub.report()).logs.find((l) => l.attemptId === attemptId);
+      const object = entry
+        ? await c.env.BUNDLES.get(`projects/${id}/logs/${entry.taskId}/${attemptId}.log`)
+        : null;
+      if (!object) throw new AppError("NOT_FOUND", `No log for attempt ${attemptId}`);
+      return new Response(object.body, { headers: { "content-type": "text/plain; charset=utf-8" } });
+    },
+  )
   .post(
     "/:id/tasks/:taskId/review",
     signedIn,

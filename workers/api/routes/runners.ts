@@ -7,6 +7,7 @@ import {
   heartbeatRunnerJob,
   jobForCompletion,
   markRunnerJobDone,
+  releaseRunnerJob,
 } from "../../shared/agents/runner-jobs";
 import { requirePrincipal } from "../../shared/auth/principal";
 import { database } from "../../shared/db/client";
@@ -65,7 +66,13 @@ export const runnerRoutes = new Hono<AppEnv>()
       const deadline = Date.now() + waitSeconds * 1000;
       for (;;) {
         const job = await claimRunnerJob(db, id, owner, leaseMs(c.env));
-        if (job) return c.json({ job });
+        if (job) {
+          // A job whose attempt ended without it (cancelled project, expired lease) is closed, not run.
+          const live = await coordinator(c.env, job.projectId).startAttempt(job.attemptId);
+          if (live.ok) return c.json({ job });
+          await markRunnerJobDone(db, job.attemptId, "failed");
+          continue;
+        }
         if (Date.now() >= deadline) return c.body(null, 204);
         await new Promise((resolve) => setTimeout(resolve, 500));
       }
@@ -77,13 +84,36 @@ export const runnerRoutes = new Hono<AppEnv>()
     pathParams(jobParams),
     jsonBody(z.object({ runnerId }).strict()),
     async (c) => {
-      const leaseUntil = await heartbeatRunnerJob(
-        database(c.env.DB),
-        c.req.valid("param").attemptId,
-        c.req.valid("json").runnerId,
-        leaseMs(c.env),
-      );
+      const principal = requirePrincipal(c.get("principal"));
+      const { attemptId } = c.req.valid("param");
+      const { runnerId: id } = c.req.valid("json");
+      const db = database(c.env.DB);
+      const job = await jobForCompletion(db, attemptId, id);
+      if (!principal.roles.includes("admin") && job.ownerId !== principal.accountId) {
+        throw new AppError("NOT_FOUND", `No runner job ${attemptId}`);
+      }
+      // The coordinator's own lease on the attempt is renewed with the runner's, so a long job is never
+      // declared lost while its runner still reports.
+      unwrap(await coordinator(c.env, job.projectId).startAttempt(attemptId));
+      const leaseUntil = await heartbeatRunnerJob(db, attemptId, id, leaseMs(c.env));
       return c.json({ leaseUntil });
+    },
+  )
+  .post(
+    "/jobs/:attemptId/release",
+    signedIn,
+    pathParams(jobParams),
+    jsonBody(z.object({ runnerId }).strict()),
+    async (c) => {
+      const principal = requirePrincipal(c.get("principal"));
+      const { attemptId } = c.req.valid("param");
+      const db = database(c.env.DB);
+      const job = await jobForCompletion(db, attemptId, c.req.valid("json").runnerId);
+      if (!principal.roles.includes("admin") && job.ownerId !== principal.accountId) {
+        throw new AppError("NOT_FOUND", `No runner job ${attemptId}`);
+      }
+      await releaseRunnerJob(db, attemptId);
+      return c.json({ released: true });
     },
   )
   .post(
@@ -156,6 +186,11 @@ export const runnerRoutes = new Hono<AppEnv>()
         throw error;
       }
       await markRunnerJobDone(db, attemptId, body.status);
+      if (body.logs.length > 0) {
+        await c.env.BUNDLES.put(`projects/${job.projectId}/logs/${job.taskId}/${attemptId}.log`, body.logs, {
+          httpMetadata: { contentType: "text/plain; charset=utf-8" },
+        });
+      }
       return c.json({ settled: !settled.duplicate, status: outcome.status });
     },
   );

@@ -110,3 +110,11 @@ export async function markRunnerJobDone(
       ),
     );
 }
+
+/** Hands a claimed job back to the queue at once (a runner stopping before it started the work). */
+export async function releaseRunnerJob(db: Database, attemptId: string): Promise<void> {
+  await db
+    .update(runnerJobs)
+    .set({ status: "queued", runnerId: null, leaseUntil: null })
+    .where(and(eq(runnerJobs.attemptId, attemptId), eq(runnerJobs.status, "claimed")));
+}

@@ -11,6 +11,8 @@ export interface ProjectReport {
   tasks: (TaskView & { attemptsDetail: unknown[]; gates: unknown[] })[];
   reviewerDecisions: unknown[];
   artifacts: { path: string; size: number }[];
+  /** Runner logs, readable at GET /v1/projects/:id/logs/:attemptId. */
+  logs: { taskId: string; attemptId: string; size: number }[];
   timeline: { seq: number; type: string; taskId: unknown; at: string; data: unknown }[];
 }
 
