@@ -32,12 +32,11 @@ export async function handleEvents(batch: MessageBatch<unknown>, env: Env): Prom
   }
   if (valid.length === 0) return;
   try {
-    const result = await storeEvents(
+    await storeEvents(
       env,
       valid.flatMap((v) => v.events),
     );
     for (const { message } of valid) message.ack();
-    console.log(JSON.stringify({ level: "info", msg: "events stored", ...result }));
   } catch (error) {
     console.error(JSON.stringify({ level: "error", msg: "events insert failed", error: String(error) }));
     for (const { message } of valid)
