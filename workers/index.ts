@@ -2,6 +2,7 @@ import { app } from "./api/app";
 import { handleAgentTasks } from "./consumers/agent-tasks";
 import { handleDeadLetters } from "./consumers/dead-letters";
 import { handleEvents } from "./consumers/events";
+import { retentionDaysFrom, runRetention } from "./shared/analytics/retention";
 import { database } from "./shared/db/client";
 import { flushOutbox } from "./shared/events/outbox";
 import { publishPendingApprovals } from "./shared/marketplace/submissions";
@@ -9,6 +10,8 @@ import { publishPendingApprovals } from "./shared/marketplace/submissions";
 export { AccountBudget } from "../durable-objects/account-budget";
 export { ProjectCoordinator } from "../durable-objects/project-coordinator";
 export { CapsuleHost } from "./entrypoints/capsule-host";
+
+const RETENTION_CRON = "17 3 * * *";
 
 export default {
   fetch: app.fetch,
@@ -22,8 +25,21 @@ export default {
     batch.retryAll();
   },
 
-  /** Every minute: re-send outbox events whose hand-off did not finish, publish approvals left half-way. */
-  async scheduled(_controller, env, ctx) {
+  /**
+   * Every minute: re-send outbox events whose hand-off did not finish, publish approvals left half-way.
+   * Daily: archive raw analytics days past retention to R2 and drop them from ClickHouse.
+   */
+  async scheduled(controller, env, ctx) {
+    if (controller.cron === RETENTION_CRON) {
+      ctx.waitUntil(
+        runRetention(env, { retentionDays: retentionDaysFrom(env) }).then(
+          (result) => console.log(JSON.stringify({ level: "info", msg: "retention", ...result })),
+          (error) =>
+            console.error(JSON.stringify({ level: "error", msg: "retention failed", error: String(error) })),
+        ),
+      );
+      return;
+    }
     const db = database(env.DB);
     ctx.waitUntil(
       Promise.all([flushOutbox(db, env, { olderThanMs: 30_000 }), publishPendingApprovals(env, db)]).then(

@@ -7,6 +7,7 @@ import { requestContext } from "./middleware/request-context";
 import { accountRoutes } from "./routes/accounts";
 import { adminRoutes } from "./routes/admin";
 import { analyticsRoutes, eventRoutes, forecastRoutes, usageRoutes } from "./routes/analytics";
+import { analyticsAdminRoutes } from "./routes/analytics-admin";
 import { authRoutes } from "./routes/auth";
 import { adjustmentRoutes, invoiceRoutes, payoutRoutes } from "./routes/billing";
 import { budgetRoutes } from "./routes/budgets";
@@ -51,7 +52,8 @@ export const app = new Hono<AppEnv>()
   .route("/v1/payouts", payoutRoutes)
   .route("/v1/admin/adjustments", adjustmentRoutes)
   .route("/v1/analytics", analyticsRoutes)
-  .route("/v1/admin", adminRoutes);
+  .route("/v1/admin", adminRoutes)
+  .route("/v1/admin/analytics", analyticsAdminRoutes);
 
 app.onError((error, c) => {
   let code: ErrorCode = "INTERNAL";
