@@ -117,6 +117,11 @@ const MIGRATIONS: { version: number; sql: string }[] = [
     // Tokens the capsule itself used, apart from the quality gate's: what a per-token price applies to.
     sql: "ALTER TABLE attempts ADD COLUMN capsule_tokens INTEGER NOT NULL DEFAULT 0;",
   },
+  {
+    version: 4,
+    // The model a prompt capsule's tokens were spent on: the platform's per-model token price applies to them.
+    sql: "ALTER TABLE attempts ADD COLUMN model TEXT;",
+  },
 ];
 
 export function migrateCoordinatorSchema(sql: SqlStorage): void {

@@ -3,6 +3,7 @@ import { and, eq } from "drizzle-orm";
 import { database, newId, nowIso } from "../workers/shared/db/client";
 import { projects, reviewTasks } from "../workers/shared/db/schema";
 import { recordExecution } from "../workers/shared/economics/ledger";
+import { modelPrices } from "../workers/shared/economics/pricing";
 import { AppError } from "../workers/shared/errors";
 import { flushOutbox } from "../workers/shared/events/outbox";
 import type { CoordinatorApi, ProjectReport } from "../workers/shared/kamachiq/coordinator-client";
@@ -269,8 +270,9 @@ export class ProjectCoordinator extends DurableObject<Env> implements Coordinato
       this.checkSoftLimit();
       if (Number(task.is_plan) !== 1) {
         this.sql.exec(
-          "UPDATE attempts SET capsule_tokens = ? WHERE id = ?",
+          "UPDATE attempts SET capsule_tokens = ?, model = ? WHERE id = ?",
           outcome.usage.inputTokens + outcome.usage.outputTokens,
+          outcome.usage.model ?? null,
           attemptId,
         );
         // Counting the execution and charging for it happen after the transaction, from this durable job.
@@ -1095,7 +1097,7 @@ export class ProjectCoordinator extends DurableObject<Env> implements Coordinato
     const project = this.project()!;
     for (const job of jobs) {
       const attempt = this.row(
-        "SELECT a.id, a.status, a.capsule_tokens, t.capsule, t.version FROM attempts a JOIN tasks t ON t.id = a.task_id WHERE a.id = ?",
+        "SELECT a.id, a.status, a.capsule_tokens, a.model, t.capsule, t.version FROM attempts a JOIN tasks t ON t.id = a.task_id WHERE a.id = ?",
         job.ref,
       );
       try {
@@ -1107,6 +1109,8 @@ export class ProjectCoordinator extends DurableObject<Env> implements Coordinato
             capsule: String(attempt.capsule),
             version: String(attempt.version),
             tokens: Number(attempt.capsule_tokens),
+            model: attempt.model === null ? null : String(attempt.model),
+            modelPrices: modelPrices(this.env.MODEL_PRICES),
             projectId: String(project.id),
           });
         }

@@ -3,8 +3,13 @@ import { beforeAll, describe, expect, it } from "vitest";
 import { stringify } from "yaml";
 import { database } from "../../workers/shared/db/client";
 import { payoutStatement } from "../../workers/shared/economics/invoices";
-import { ledgerImbalance, PLATFORM_ACCOUNT } from "../../workers/shared/economics/ledger";
-import { executionCharge, splitCharge } from "../../workers/shared/economics/pricing";
+import { ledgerImbalance, PLATFORM_ACCOUNT, recordExecution } from "../../workers/shared/economics/ledger";
+import {
+  executionCharge,
+  modelCharge,
+  modelPrices,
+  splitCharge,
+} from "../../workers/shared/economics/pricing";
 import { api, manifest, tarGz, upload } from "../helpers";
 import { createProject, publishReviewer, signup, waitForStatus } from "../kamachiq-helpers";
 
@@ -124,6 +129,7 @@ describe("paid capsule executions", () => {
     expect(before.lines).toEqual([
       {
         capsule: `${author.handle}/paid`,
+        model: null,
         executions: 4,
         tokens: expect.any(Number),
         amountMicroUsd: 1_000_000,
@@ -216,18 +222,27 @@ describe("payout statements", () => {
       ["2026-11", 2_000_000],
     ];
     for (const [period, amount] of rows) {
-      await env.DB.prepare(
-        "INSERT INTO ledger_entries (id, tx_id, account_id, direction, kind, amount_micro_usd, period, created_at) VALUES (?, ?, ?, 'credit', 'author_earning', ?, ?, ?)",
-      )
-        .bind(
-          `led_${period}_${accountId}`,
-          `fixture:${period}`,
-          accountId,
-          amount,
-          period,
-          `${period}-15T00:00:00Z`,
+      // Each fixture transaction balances: a buyer's debit for the author's credit.
+      const sides: [string, string, string][] = [
+        ["credit", accountId, "author_earning"],
+        ["debit", `${accountId}_buyer`, "execution_charge"],
+      ];
+      for (const [direction, account, kind] of sides) {
+        await env.DB.prepare(
+          "INSERT INTO ledger_entries (id, tx_id, account_id, direction, kind, amount_micro_usd, period, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         )
-        .run();
+          .bind(
+            `led_${period}_${account}`,
+            `fixture:${accountId}:${period}`,
+            account,
+            direction,
+            kind,
+            amount,
+            period,
+            `${period}-15T00:00:00Z`,
+          )
+          .run();
+      }
     }
     const statement = await payoutStatement(
       database(env.DB),
@@ -245,5 +260,38 @@ describe("payout statements", () => {
       ],
     );
     expect(statement.heldMicroUsd).toBe(2_000_000);
+  });
+});
+
+describe("model token pricing", () => {
+  it("reads MODEL_PRICES and prices model tokens per 1k, ignoring unknown models and malformed prices", () => {
+    const prices = modelPrices('{"gpt-test": 2000, "bad": -1, "frac": 1.5}');
+    expect(prices).toEqual({ "gpt-test": 2000 });
+    expect(modelPrices("not json")).toEqual({});
+    expect(modelCharge(prices, "gpt-test", 1_234)).toBe(2_468);
+    expect(modelCharge(prices, "other", 1_234)).toBe(0);
+    expect(modelCharge(prices, null, 1_234)).toBe(0);
+  });
+
+  it("charges the owner for a failed attempt's model tokens once, balanced by platform revenue", async () => {
+    // No model provider is reachable here, so the attempt's reported usage is given directly.
+    const db = database(env.DB);
+    const owner = `acc_model_${Date.now()}`;
+    const input = {
+      attemptId: `att_${crypto.randomUUID().replace(/-/g, "")}`,
+      succeeded: false,
+      buyerAccountId: owner,
+      capsule: "acme/summarise",
+      version: "1.0.0",
+      tokens: 5_000,
+      model: "gpt-test",
+      modelPrices: { "gpt-test": 2000 },
+      projectId: "p",
+    };
+    await recordExecution(db, input);
+    await recordExecution(db, input);
+    const rows = await ledgerOf(owner);
+    expect(rows).toEqual([{ kind: "model_charge", direction: "debit", amount: 10_000 }]);
+    expect(await ledgerImbalance(db)).toBe(0);
   });
 });

@@ -29,11 +29,11 @@ export async function invoiceFor(env: ClickHouseEnv, db: Database, accountId: st
   const { start, end } = monthBounds(period);
   const lines = await queryRows(
     env,
-    sql`SELECT capsule, count() AS n_exec, sum(visitParamExtractUInt(data, 'tokens')) AS n_tokens, sum(amount_micro_usd) AS n_amount
+    sql`SELECT capsule, model, count() AS n_exec, sum(visitParamExtractUInt(data, 'tokens')) AS n_tokens, sum(amount_micro_usd) AS n_amount
         FROM events FINAL
         WHERE type = 'soma.charge.recorded' AND account_id = ${accountId} AND time >= ${start} AND time < ${end}
-        GROUP BY capsule ORDER BY n_amount DESC, capsule`,
-    z.object({ capsule: z.string(), n_exec: num, n_tokens: num, n_amount: num }),
+        GROUP BY capsule, model ORDER BY n_amount DESC, capsule, model`,
+    z.object({ capsule: z.string(), model: z.string(), n_exec: num, n_tokens: num, n_amount: num }),
   );
   const subtotal = lines.reduce((n, l) => n + l.n_amount, 0);
   const adjustments = await adjustmentsFor(db, accountId, period);
@@ -49,6 +49,7 @@ export async function invoiceFor(env: ClickHouseEnv, db: Database, accountId: st
     currency: "USD",
     lines: lines.map((l) => ({
       capsule: l.capsule,
+      model: l.model === "" ? null : l.model,
       executions: l.n_exec,
       tokens: l.n_tokens,
       amountMicroUsd: l.n_amount,

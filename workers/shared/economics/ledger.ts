@@ -1,9 +1,75 @@
-import { and, asc, eq, sql } from "drizzle-orm";
+import { and, asc, eq, inArray, sql } from "drizzle-orm";
 import { type Database, newId, nowIso } from "../db/client";
 import { accountAdjustments, capsules, capsuleVersions, ledgerEntries } from "../db/schema";
 import type { CapsuleManifest } from "../domain/manifest";
 import { cloudEvent, outboxInsert } from "../events/outbox";
-import { executionCharge, splitCharge } from "./pricing";
+import { executionCharge, type ModelPrices, modelCharge, splitCharge } from "./pricing";
+
+interface ExecutionInput {
+  attemptId: string;
+  buyerAccountId: string;
+  capsule: string;
+  version: string;
+  tokens: number;
+  projectId: string;
+}
+
+/**
+ * Charges the platform's own price for the model tokens an attempt used (prompt capsules and `ctx.llm` calls),
+ * whether or not the capsule succeeded: the provider billed those tokens either way. One transaction per attempt.
+ */
+async function recordModelCharge(
+  db: Database,
+  input: ExecutionInput & { model: string | null; modelPrices: ModelPrices },
+) {
+  const amount = modelCharge(input.modelPrices, input.model, input.tokens);
+  if (amount === 0 || !input.model) return;
+  const txId = `model:${input.attemptId}`;
+  const now = nowIso();
+  const common = {
+    txId,
+    capsule: input.capsule,
+    projectId: input.projectId,
+    attemptId: input.attemptId,
+    period: periodOf(new Date(now)),
+    createdAt: now,
+  };
+  const charge = cloudEvent("soma.charge.recorded", `${input.capsule}@${input.version}`, {
+    accountId: input.buyerAccountId,
+    capsule: input.capsule,
+    model: input.model,
+    projectId: input.projectId,
+    attemptId: input.attemptId,
+    pricingModel: "model_tokens",
+    tokens: input.tokens,
+    amountMicroUsd: amount,
+  });
+  charge.id = `model-charge:${input.attemptId}`;
+  await db.batch([
+    db
+      .insert(ledgerEntries)
+      .values([
+        {
+          id: newId("led"),
+          accountId: input.buyerAccountId,
+          direction: "debit",
+          kind: "model_charge",
+          amountMicroUsd: amount,
+          ...common,
+        },
+        {
+          id: newId("led"),
+          accountId: PLATFORM_ACCOUNT,
+          direction: "credit",
+          kind: "model_revenue",
+          amountMicroUsd: amount,
+          ...common,
+        },
+      ])
+      .onConflictDoNothing(),
+    outboxInsert(db, charge).onConflictDoNothing(),
+  ]);
+}
 
 /** The ledger account that receives the platform's share. */
 export const PLATFORM_ACCOUNT = "platform";
@@ -114,15 +180,7 @@ export async function recordExecutionCharge(
 /** Counts a settled execution (once per attempt) and charges it when it succeeded. */
 export async function recordExecution(
   db: Database,
-  input: {
-    attemptId: string;
-    succeeded: boolean;
-    buyerAccountId: string;
-    capsule: string;
-    version: string;
-    tokens: number;
-    projectId: string;
-  },
+  input: ExecutionInput & { succeeded: boolean; model: string | null; modelPrices: ModelPrices },
 ): Promise<void> {
   // The marker row's own id gates the increment: if a concurrent job inserted the marker first, this insert is
   // ignored, the id below never exists, and the count moves once.
@@ -155,6 +213,7 @@ export async function recordExecution(
       ),
   ]);
   if (input.succeeded) await recordExecutionCharge(db, input);
+  await recordModelCharge(db, input);
 }
 
 /** Sum of debits minus sum of credits over the whole ledger or a period: zero when every transaction balances. */
@@ -215,7 +274,7 @@ export async function chargesFor(db: Database, accountId: string, period: string
       and(
         eq(ledgerEntries.accountId, accountId),
         eq(ledgerEntries.period, period),
-        eq(ledgerEntries.kind, "execution_charge"),
+        inArray(ledgerEntries.kind, ["execution_charge", "model_charge"]),
       ),
     );
   return Number(row?.total ?? 0);

@@ -27,3 +27,37 @@ export function splitCharge(amount: number, authorSharePct: number): { author: n
   const author = Math.floor((amount * authorSharePct) / 100);
   return { author, platform: amount - author };
 }
+
+/** The platform's own price per 1,000 model tokens, by model name (micro-USD). */
+export type ModelPrices = Record<string, number>;
+
+/**
+ * Reads MODEL_PRICES (JSON `{"<model>": <micro-USD per 1k tokens>}`); a malformed value prices nothing rather
+ * than guessing, and is logged.
+ */
+export function modelPrices(raw: string | undefined): ModelPrices {
+  if (!raw) return {};
+  try {
+    const parsed = JSON.parse(raw) as unknown;
+    if (parsed && typeof parsed === "object" && !Array.isArray(parsed)) {
+      const prices: ModelPrices = {};
+      for (const [model, price] of Object.entries(parsed)) {
+        if (typeof price === "number" && Number.isInteger(price) && price >= 0) prices[model] = price;
+      }
+      return prices;
+    }
+  } catch {
+    // fall through
+  }
+  console.error(
+    JSON.stringify({ level: "error", msg: "MODEL_PRICES is not a JSON object of integer prices" }),
+  );
+  return {};
+}
+
+/** The platform's charge for model tokens: tokens x the model's price per 1k, rounded half up. */
+export function modelCharge(prices: ModelPrices, model: string | null, tokens: number): number {
+  if (!model) return 0;
+  const price = prices[model];
+  return price === undefined ? 0 : Math.round((price * tokens) / 1000);
+}
