@@ -1,5 +1,7 @@
+import { migrateSqlSchema, type SqlMigration } from "./sql-migrations";
+
 /** Versioned SQL for an AccountBudget's SQLite storage: config, one row per reservation, alerts per period. */
-const MIGRATIONS: { version: number; sql: string }[] = [
+const MIGRATIONS: SqlMigration[] = [
   {
     version: 1,
     sql: `
@@ -36,17 +38,5 @@ const MIGRATIONS: { version: number; sql: string }[] = [
 ];
 
 export function migrateAccountBudgetSchema(sql: SqlStorage): void {
-  sql.exec(
-    "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)",
-  );
-  const current = sql.exec<{ v: number | null }>("SELECT max(version) AS v FROM schema_version").one().v ?? 0;
-  for (const migration of MIGRATIONS) {
-    if (migration.version <= current) continue;
-    sql.exec(migration.sql);
-    sql.exec(
-      "INSERT INTO schema_version (version, applied_at) VALUES (?, ?)",
-      migration.version,
-      new Date().toISOString(),
-    );
-  }
+  migrateSqlSchema(sql, MIGRATIONS);
 }

@@ -1,8 +1,10 @@
+import { migrateSqlSchema, type SqlMigration } from "./sql-migrations";
+
 /**
  * Versioned SQL for the ProjectCoordinator's SQLite storage: one row per task, edge, attempt, budget entry,
  * review and event. Each migration runs once, in order, inside the constructor's blockConcurrencyWhile.
  */
-const MIGRATIONS: { version: number; sql: string }[] = [
+const MIGRATIONS: SqlMigration[] = [
   {
     version: 1,
     sql: `
@@ -125,17 +127,5 @@ const MIGRATIONS: { version: number; sql: string }[] = [
 ];
 
 export function migrateCoordinatorSchema(sql: SqlStorage): void {
-  sql.exec(
-    "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)",
-  );
-  const current = sql.exec<{ v: number | null }>("SELECT max(version) AS v FROM schema_version").one().v ?? 0;
-  for (const migration of MIGRATIONS) {
-    if (migration.version <= current) continue;
-    sql.exec(migration.sql);
-    sql.exec(
-      "INSERT INTO schema_version (version, applied_at) VALUES (?, ?)",
-      migration.version,
-      new Date().toISOString(),
-    );
-  }
+  migrateSqlSchema(sql, MIGRATIONS);
 }

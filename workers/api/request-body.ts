@@ -1,3 +1,4 @@
+import { concatBytes } from "../shared/encoding";
 import { AppError } from "../shared/errors";
 
 /** Reads a request body into memory, refusing (413) as soon as it passes `maxBytes`. */
@@ -26,11 +27,5 @@ export async function readBodyBounded(request: Request, maxBytes: number): Promi
     }
     chunks.push(value);
   }
-  const out = new Uint8Array(total);
-  let offset = 0;
-  for (const chunk of chunks) {
-    out.set(chunk, offset);
-    offset += chunk.length;
-  }
-  return out;
+  return concatBytes(chunks, total);
 }

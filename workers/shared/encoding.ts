@@ -42,3 +42,14 @@ export function timingSafeEqualText(a: string, b: string): boolean {
   if (x.length !== y.length) return false;
   return crypto.subtle.timingSafeEqual(x, y);
 }
+
+/** Joins byte chunks into one array of `total` bytes. */
+export function concatBytes(chunks: readonly Uint8Array[], total: number): Uint8Array {
+  const out = new Uint8Array(total);
+  let offset = 0;
+  for (const chunk of chunks) {
+    out.set(chunk, offset);
+    offset += chunk.length;
+  }
+  return out;
+}

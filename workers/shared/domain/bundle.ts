@@ -1,6 +1,6 @@
 import { unpackTar } from "modern-tar";
 import { parse as parseYaml, YAMLParseError } from "yaml";
-import { sha256Hex } from "../encoding";
+import { concatBytes, sha256Hex } from "../encoding";
 import { AppError } from "../errors";
 import { type CapsuleManifest, manifestSchema } from "./manifest";
 
@@ -66,13 +66,7 @@ async function gunzipBounded(bytes: Uint8Array, maxOutput: number): Promise<Uint
     if (error instanceof AppError) throw error;
     throw invalid(`The bundle's gzip stream is corrupt: ${(error as Error).message}`);
   }
-  const out = new Uint8Array(total);
-  let offset = 0;
-  for (const chunk of chunks) {
-    out.set(chunk, offset);
-    offset += chunk.length;
-  }
-  return out;
+  return concatBytes(chunks, total);
 }
 
 /** Normalises an entry path or explains why it is refused. */

@@ -80,41 +80,27 @@ export async function payoutStatement(
 ) {
   const current = now.toISOString().slice(0, 7);
   let carried = 0;
-  const months = [];
+  const months: {
+    period: string;
+    executions: number;
+    earnedMicroUsd: number;
+    carriedInMicroUsd: number;
+    payableMicroUsd: number;
+    status: "accruing" | "payable" | "held";
+  }[] = [];
   for (const row of await earningsByMonth(db, accountId)) {
     const earned = Number(row.earned);
     const available = carried + earned;
-    if (row.period >= current) {
-      months.push({
-        period: row.period,
-        executions: Number(row.executions),
-        earnedMicroUsd: earned,
-        carriedInMicroUsd: carried,
-        payableMicroUsd: 0,
-        status: "accruing" as const,
-      });
-      carried = available;
-    } else if (available >= minimumMicroUsd) {
-      months.push({
-        period: row.period,
-        executions: Number(row.executions),
-        earnedMicroUsd: earned,
-        carriedInMicroUsd: carried,
-        payableMicroUsd: available,
-        status: "payable" as const,
-      });
-      carried = 0;
-    } else {
-      months.push({
-        period: row.period,
-        executions: Number(row.executions),
-        earnedMicroUsd: earned,
-        carriedInMicroUsd: carried,
-        payableMicroUsd: 0,
-        status: "held" as const,
-      });
-      carried = available;
-    }
+    const status = row.period >= current ? "accruing" : available >= minimumMicroUsd ? "payable" : "held";
+    months.push({
+      period: row.period,
+      executions: Number(row.executions),
+      earnedMicroUsd: earned,
+      carriedInMicroUsd: carried,
+      payableMicroUsd: status === "payable" ? available : 0,
+      status,
+    });
+    carried = status === "payable" ? 0 : available;
   }
   return { minimumPayoutMicroUsd: minimumMicroUsd, months, heldMicroUsd: carried };
 }

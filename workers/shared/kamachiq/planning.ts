@@ -1,9 +1,8 @@
-import { inArray } from "drizzle-orm";
 import type { Database } from "../db/client";
-import { capsuleVersions } from "../db/schema";
 import type { CapsuleManifest } from "../domain/manifest";
-import { resolveDependencies, type VersionCandidate } from "../domain/resolve";
+import { resolveDependencies } from "../domain/resolve";
 import { AppError } from "../errors";
+import { d1VersionSource } from "../marketplace/version-source";
 import { validateGraph } from "./graph";
 import type { TaskSpec } from "./spec";
 
@@ -20,15 +19,6 @@ export interface PinnedTask {
   successCriteria: string[];
 }
 
-interface VersionRow {
-  name: string;
-  version: string;
-  status: string;
-  dependencies: Record<string, string>;
-  manifest: Record<string, unknown>;
-  deprecationMessage: string | null;
-}
-
 /**
  * Pins every task's capsule to the highest installable version of its range (resolving the capsule's own
  * dependencies to prove it installs), checks the project accepted every permission those capsules declare,
@@ -40,29 +30,7 @@ export async function planTasks(
   acceptPermissions: string[],
 ): Promise<PinnedTask[]> {
   const ordered = validateGraph(tasks);
-  const rows = new Map<string, VersionRow>();
-  const source = async (names: string[]) => {
-    const found = await db
-      .select({
-        name: capsuleVersions.name,
-        version: capsuleVersions.version,
-        status: capsuleVersions.status,
-        dependencies: capsuleVersions.dependencies,
-        manifest: capsuleVersions.manifest,
-        deprecationMessage: capsuleVersions.deprecationMessage,
-      })
-      .from(capsuleVersions)
-      .where(inArray(capsuleVersions.name, names));
-    const byName = new Map<string, VersionCandidate[]>();
-    for (const row of found) {
-      rows.set(`${row.name}@${row.version}`, row);
-      byName.set(row.name, [
-        ...(byName.get(row.name) ?? []),
-        { ...row, status: row.status as VersionCandidate["status"] },
-      ]);
-    }
-    return byName;
-  };
+  const { source, rows } = d1VersionSource(db);
 
   const pins = new Map<string, string>();
   const problems: { task: string; message: string }[] = [];

@@ -1,10 +1,11 @@
-import { and, desc, eq, inArray } from "drizzle-orm";
+import { and, desc, eq } from "drizzle-orm";
 import type { Principal } from "../auth/principal";
 import { type Database, nowIso } from "../db/client";
-import { capsuleVersions, projects, reviewTasks } from "../db/schema";
+import { projects, reviewTasks } from "../db/schema";
 import type { CapsuleManifest } from "../domain/manifest";
-import { resolveDependencies, type VersionCandidate } from "../domain/resolve";
+import { resolveDependencies } from "../domain/resolve";
 import { AppError } from "../errors";
+import { d1VersionSource } from "../marketplace/version-source";
 import { type CoordinatorApi, coordinator } from "./coordinator-client";
 import { planTasks } from "./planning";
 import { type CreateProjectInput, capsuleRefSchema } from "./spec";
@@ -26,21 +27,11 @@ export function unwrap<T>(result: CoordinatorResult<T>): T {
 }
 
 async function pinReviewer(db: Database, ref: { name: string; range: string }) {
-  const manifests = new Map<string, CapsuleManifest>();
+  const { source, rows } = d1VersionSource(db);
   try {
-    const resolution = await resolveDependencies(ref.name, ref.range, async (names) => {
-      const rows = await db.select().from(capsuleVersions).where(inArray(capsuleVersions.name, names));
-      const byName = new Map<string, VersionCandidate[]>();
-      for (const row of rows) {
-        manifests.set(`${row.name}@${row.version}`, row.manifest as unknown as CapsuleManifest);
-        byName.set(row.name, [
-          ...(byName.get(row.name) ?? []),
-          { ...row, status: row.status as VersionCandidate["status"] },
-        ]);
-      }
-      return byName;
-    });
-    const manifest = manifests.get(`${ref.name}@${resolution.root.version}`)!;
+    const resolution = await resolveDependencies(ref.name, ref.range, source);
+    const manifest = rows.get(`${ref.name}@${resolution.root.version}`)!
+      .manifest as unknown as CapsuleManifest;
     if (manifest.spec.runtime !== "worker") {
       throw new AppError("VALIDATION_FAILED", `The reviewer ${ref.name} must be a worker capsule`, {
         path: "spec.reviewer",

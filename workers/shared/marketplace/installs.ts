@@ -1,10 +1,11 @@
-import { and, desc, eq, inArray, isNull, sql } from "drizzle-orm";
+import { and, desc, eq, isNull, sql } from "drizzle-orm";
 import { type Database, newId, nowIso } from "../db/client";
-import { capsules, capsuleVersions, installs } from "../db/schema";
-import { type ResolvedPackage, resolveDependencies, type VersionCandidate } from "../domain/resolve";
+import { capsules, installs } from "../db/schema";
+import { type ResolvedPackage, resolveDependencies } from "../domain/resolve";
 import { AppError } from "../errors";
 import { cloudEvent, outboxInsert } from "../events/outbox";
 import { loadVerifiedBundle } from "./verified-bundles";
+import { d1VersionSource, type VersionRow } from "./version-source";
 
 export interface LockedPackage {
   name: string;
@@ -26,18 +27,6 @@ export interface InstallView {
   lock: { packages: LockedPackage[] };
 }
 
-interface VersionRow {
-  name: string;
-  version: string;
-  status: string;
-  dependencies: Record<string, string>;
-  permissions: string[];
-  sha256: string;
-  keyid: string;
-  signature: string;
-  deprecationMessage: string | null;
-}
-
 /**
  * Resolves a capsule's dependency tree, refuses permissions the caller did not accept, verifies every bundle's
  * digest and signature, and records the install with its lock.
@@ -48,31 +37,8 @@ export async function createInstall(
   accountId: string,
   input: { capsule: string; range: string; acceptPermissions: string[]; budgetTokens?: number | undefined },
 ): Promise<{ install: InstallView; warnings: string[] }> {
-  const rows = new Map<string, VersionRow>();
-  const resolution = await resolveDependencies(input.capsule, input.range, async (names) => {
-    const found = await db
-      .select({
-        name: capsuleVersions.name,
-        version: capsuleVersions.version,
-        status: capsuleVersions.status,
-        dependencies: capsuleVersions.dependencies,
-        permissions: capsuleVersions.permissions,
-        sha256: capsuleVersions.sha256,
-        keyid: capsuleVersions.keyid,
-        signature: capsuleVersions.signature,
-        deprecationMessage: capsuleVersions.deprecationMessage,
-      })
-      .from(capsuleVersions)
-      .where(inArray(capsuleVersions.name, names));
-    const byName = new Map<string, VersionCandidate[]>();
-    for (const row of found) {
-      rows.set(`${row.name}@${row.version}`, row);
-      const list = byName.get(row.name) ?? [];
-      list.push({ ...row, status: row.status as VersionCandidate["status"] });
-      byName.set(row.name, list);
-    }
-    return byName;
-  });
+  const { source, rows } = d1VersionSource(db);
+  const resolution = await resolveDependencies(input.capsule, input.range, source);
   const chosen = resolution.packages.map((p) => rows.get(`${p.name}@${p.version}`)!);
 
   const required = [...new Set(chosen.flatMap((row) => row.permissions))].sort();
