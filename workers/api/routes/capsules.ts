@@ -2,7 +2,9 @@ import { Hono } from "hono";
 import { z } from "zod";
 import { requireAccount, requirePrincipal } from "../../shared/auth/principal";
 import { database } from "../../shared/db/client";
-import { CATEGORIES, semverSchema } from "../../shared/domain/manifest";
+import { CATEGORIES, PRICING_MODELS, semverSchema } from "../../shared/domain/manifest";
+import { priceChange, pricingView } from "../../shared/economics/prices";
+import { toMicroUsd } from "../../shared/economics/pricing";
 import { AppError } from "../../shared/errors";
 import { flushOutbox } from "../../shared/events/outbox";
 import {
@@ -10,6 +12,7 @@ import {
   capsuleDetail,
   deprecateVersion,
   publishedArtifact,
+  requireOwner,
   SORTS,
   searchCatalog,
   yankVersion,
@@ -96,6 +99,40 @@ export const capsuleRoutes = new Hono<AppEnv>()
   )
   .get("/:ns/:name/versions/:version/sbom", pathParams(versionParams), (c) =>
     serveArtifact(c.env, c.req.valid("param"), "sbom"),
+  )
+  .get("/:ns/:name/pricing", pathParams(capsuleParams), async (c) => {
+    const { ns, name } = c.req.valid("param");
+    const db = database(c.env.DB);
+    await capsuleDetail(db, `${ns}/${name}`);
+    return c.json({ pricing: await pricingView(db, `${ns}/${name}`) });
+  })
+  .put(
+    "/:ns/:name/pricing",
+    signedIn,
+    pathParams(capsuleParams),
+    jsonBody(
+      z
+        .object({ model: z.enum(PRICING_MODELS), amountUsd: z.number().min(0).max(10_000) })
+        .strict()
+        .refine((p) => (p.model === "free") === (p.amountUsd === 0), {
+          message: "free capsules cost 0; priced capsules need amountUsd > 0",
+          path: ["amountUsd"],
+        }),
+    ),
+    async (c) => {
+      const { ns, name } = c.req.valid("param");
+      const db = database(c.env.DB);
+      const capsule = `${ns}/${name}`;
+      await requireOwner(db, requirePrincipal(c.get("principal")), capsule);
+      const body = c.req.valid("json");
+      const change = await priceChange(db, capsule, {
+        model: body.model,
+        amountMicroUsd: toMicroUsd(body.amountUsd),
+      });
+      if (change) await db.batch(change.statements as unknown as Parameters<typeof db.batch>[0]);
+      c.executionCtx.waitUntil(flushOutbox(db, c.env));
+      return c.json({ pricing: await pricingView(db, capsule), changed: change !== null });
+    },
   )
   .post(
     "/:ns/:name/versions/:version/deprecate",

@@ -2,7 +2,12 @@ import { Hono } from "hono";
 import { z } from "zod";
 import { requireAccount } from "../../shared/auth/principal";
 import { database } from "../../shared/db/client";
-import { capsuleNameSchema, permissionSchema, semverRangeSchema } from "../../shared/domain/manifest";
+import {
+  capsuleNameSchema,
+  PRICING_MODELS,
+  permissionSchema,
+  semverRangeSchema,
+} from "../../shared/domain/manifest";
 import { flushOutbox } from "../../shared/events/outbox";
 import { createInstall, listInstalls, removeInstall } from "../../shared/marketplace/installs";
 import type { AppEnv } from "../context";
@@ -19,6 +24,18 @@ export const installRoutes = new Hono<AppEnv>()
           capsule: capsuleNameSchema,
           range: semverRangeSchema.default("*"),
           acceptPermissions: z.array(permissionSchema).max(64).default([]),
+          acceptPrices: z
+            .array(
+              z
+                .object({
+                  capsule: capsuleNameSchema,
+                  model: z.enum(PRICING_MODELS),
+                  amountUsd: z.number().min(0).max(10_000),
+                })
+                .strict(),
+            )
+            .max(64)
+            .optional(),
           budgetTokens: z.int().min(0).max(1_000_000_000).optional(),
         })
         .strict(),

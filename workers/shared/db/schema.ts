@@ -181,3 +181,12 @@ export const accountAdjustments = sqliteTable("account_adjustments", {
   reason: text("reason").notNull(),
   createdAt: text("created_at").notNull(),
 });
+
+export const capsulePrices = sqliteTable("capsule_prices", {
+  id: text("id").primaryKey(),
+  capsule: text("capsule").notNull(),
+  model: text("model").notNull(),
+  amountMicroUsd: integer("amount_micro_usd").notNull(),
+  effectiveAt: text("effective_at").notNull(),
+  createdAt: text("created_at").notNull(),
+});

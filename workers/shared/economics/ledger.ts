@@ -3,6 +3,7 @@ import { type Database, newId, nowIso } from "../db/client";
 import { accountAdjustments, capsules, capsuleVersions, ledgerEntries } from "../db/schema";
 import type { CapsuleManifest } from "../domain/manifest";
 import { cloudEvent, outboxInsert } from "../events/outbox";
+import { priceAt, priceOfManifest } from "./prices";
 import { executionCharge, type ModelPrices, modelCharge, splitCharge } from "./pricing";
 
 interface ExecutionInput {
@@ -100,7 +101,12 @@ export async function recordExecutionCharge(
     .where(and(eq(capsuleVersions.name, input.capsule), eq(capsuleVersions.version, input.version)))
     .limit(1);
   if (!row) return { amountMicroUsd: 0, recorded: false };
-  const pricing = (row.manifest as unknown as CapsuleManifest).spec.pricing;
+  // The price in force now (announced increases wait out their notice); the manifest's for capsules published
+  // before price history existed.
+  const price =
+    (await priceAt(db, input.capsule)) ??
+    priceOfManifest((row.manifest as unknown as CapsuleManifest).spec.pricing);
+  const pricing = { model: price.model, amountUsd: price.amountMicroUsd / 1_000_000 };
   const amount = executionCharge(pricing, input.tokens);
   if (amount === 0) return { amountMicroUsd: 0, recorded: false };
   const txId = `exec:${input.attemptId}`;

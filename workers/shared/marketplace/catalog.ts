@@ -342,3 +342,16 @@ export async function publishedArtifact(
     ...(kind === "bundle" ? { sha256: row.sha256 } : {}),
   };
 }
+
+/** Refuses (403) anyone but the capsule's owner or an admin; 404 for an unknown capsule. */
+export async function requireOwner(db: Database, principal: Principal, name: string): Promise<void> {
+  const [row] = await db
+    .select({ ownerId: capsules.ownerId })
+    .from(capsules)
+    .where(eq(capsules.name, name))
+    .limit(1);
+  if (!row) throw new AppError("NOT_FOUND", `No capsule ${name}`);
+  if (row.ownerId !== principal.accountId && !principal.roles.includes("admin")) {
+    throw new AppError("FORBIDDEN", `Only the owner of ${name} or an admin can change it`);
+  }
+}

@@ -1,7 +1,10 @@
 import { and, desc, eq, isNull, sql } from "drizzle-orm";
 import { type Database, newId, nowIso } from "../db/client";
 import { capsules, installs } from "../db/schema";
+import type { CapsuleManifest } from "../domain/manifest";
 import { type ResolvedPackage, resolveDependencies } from "../domain/resolve";
+import { type Price, priceAt, priceOfManifest } from "../economics/prices";
+import { toMicroUsd } from "../economics/pricing";
 import { AppError } from "../errors";
 import { cloudEvent, outboxInsert } from "../events/outbox";
 import { loadVerifiedBundle } from "./verified-bundles";
@@ -35,7 +38,13 @@ export async function createInstall(
   env: { BUNDLES: R2Bucket; PUBLIC_URL: string },
   db: Database,
   accountId: string,
-  input: { capsule: string; range: string; acceptPermissions: string[]; budgetTokens?: number | undefined },
+  input: {
+    capsule: string;
+    range: string;
+    acceptPermissions: string[];
+    acceptPrices?: { capsule: string; model: string; amountUsd: number }[] | undefined;
+    budgetTokens?: number | undefined;
+  },
 ): Promise<{ install: InstallView; warnings: string[] }> {
   const { source, rows } = d1VersionSource(db);
   const resolution = await resolveDependencies(input.capsule, input.range, source);
@@ -57,9 +66,45 @@ export async function createInstall(
     );
   }
 
+  // Paid capsules install only when the caller accepted exactly the price in force (shown in the refusal).
+  const prices = new Map<string, Price>();
+  for (const row of chosen) {
+    const price =
+      (await priceAt(db, row.name)) ??
+      priceOfManifest((row.manifest as unknown as CapsuleManifest).spec.pricing);
+    if (price.model !== "free") prices.set(row.name, price);
+  }
+  const unaccepted = [...prices].filter(
+    ([name, price]) =>
+      !(input.acceptPrices ?? []).some(
+        (a) =>
+          a.capsule === name && a.model === price.model && toMicroUsd(a.amountUsd) === price.amountMicroUsd,
+      ),
+  );
+  if (unaccepted.length > 0) {
+    throw new AppError(
+      "PRICE_NOT_ACCEPTED",
+      `Accept the price of ${unaccepted.map(([n]) => n).join(", ")} to install`,
+      {
+        prices: unaccepted.map(([capsule, price]) => ({
+          capsule,
+          model: price.model,
+          amountUsd: price.amountMicroUsd / 1_000_000,
+        })),
+      },
+    );
+  }
+
   await Promise.all(chosen.map((row) => loadVerifiedBundle(env, db, row)));
 
-  const lock = { packages: resolution.packages.map((p) => lockEntry(env.PUBLIC_URL, p, rows)) };
+  const lock = {
+    packages: resolution.packages.map((p) => ({
+      ...lockEntry(env.PUBLIC_URL, p, rows),
+      price: prices.has(p.name)
+        ? { model: prices.get(p.name)!.model, amountUsd: prices.get(p.name)!.amountMicroUsd / 1_000_000 }
+        : { model: "free", amountUsd: 0 },
+    })),
+  };
   const install: InstallView = {
     id: newId("ins"),
     capsule: input.capsule,

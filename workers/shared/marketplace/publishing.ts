@@ -5,6 +5,7 @@ import { accounts, capsules, capsulesFts, capsuleTags, capsuleVersions, submissi
 import { type ParsedBundle, parseBundle } from "../domain/bundle";
 import type { CapsuleManifest } from "../domain/manifest";
 import { namespaceOf } from "../domain/manifest";
+import { priceChange, priceOfManifest } from "../economics/prices";
 import { sha256Hex, toBase64, utf8 } from "../encoding";
 import { cloudEvent, outboxInsert } from "../events/outbox";
 import { createAttestation, IN_TOTO_STATEMENT_TYPE, PUBLISH_PREDICATE_TYPE } from "../signing/attestation";
@@ -193,6 +194,8 @@ export async function publishSubmission(
     ),
   ]);
   await refreshListing(db, name);
+  const change = await priceChange(db, name, priceOfManifest(manifest.spec.pricing));
+  if (change) await db.batch(change.statements as unknown as Parameters<typeof db.batch>[0]);
 }
 
 /**
