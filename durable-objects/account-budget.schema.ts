@@ -35,6 +35,11 @@ const MIGRATIONS: SqlMigration[] = [
       );
     `,
   },
+  {
+    version: 2,
+    // The spend each reservation holds against a monthly money limit until it settles.
+    sql: "ALTER TABLE reservations ADD COLUMN micro_usd INTEGER NOT NULL DEFAULT 0;",
+  },
 ];
 
 export function migrateAccountBudgetSchema(sql: SqlStorage): void {

@@ -98,7 +98,7 @@ export class AccountBudget extends DurableObject<Env> {
   }
 
   /** Holds `tokens` for an attempt if the hard limit allows; a repeated call for the same attempt is a no-op. */
-  async reserve(attemptId: string, projectId: string, tokens: number): Promise<ReserveResult> {
+  async reserve(attemptId: string, projectId: string, tokens: number, microUsd = 0): Promise<ReserveResult> {
     await this.expireStale();
     if (this.row("SELECT 1 AS x FROM reservations WHERE attempt_id = ?", attemptId)) return { ok: true };
     const config = this.config();
@@ -117,18 +117,19 @@ export class AccountBudget extends DurableObject<Env> {
       }
       if (config.limitMicroUsd !== null) {
         const hardUsd = Math.floor((config.limitMicroUsd * config.hardPct) / 100);
-        if (counters.spentMicroUsd >= hardUsd) {
+        if (counters.spentMicroUsd + counters.reservedMicroUsd + microUsd > hardUsd) {
           await this.alert(period, "hard", { spentMicroUsd: counters.spentMicroUsd, limitMicroUsd: hardUsd });
           return { ok: false, reason: `The account's monthly spend limit (${hardUsd} micro-USD) is reached` };
         }
       }
     }
     this.sql.exec(
-      "INSERT INTO reservations (attempt_id, project_id, period, tokens, created_at) VALUES (?, ?, ?, ?, ?)",
+      "INSERT INTO reservations (attempt_id, project_id, period, tokens, micro_usd, created_at) VALUES (?, ?, ?, ?, ?, ?)",
       attemptId,
       projectId,
       period,
       tokens,
+      microUsd,
       Date.now(),
     );
     await this.scheduleExpiry();
@@ -202,12 +203,14 @@ export class AccountBudget extends DurableObject<Env> {
     spent: number;
     reserved: number;
     spentMicroUsd: number;
+    reservedMicroUsd: number;
     carried: number;
   } {
     const totals = this.row(
       `SELECT coalesce(sum(CASE WHEN settled = 1 THEN spent_tokens ELSE 0 END), 0) AS spent,
               coalesce(sum(CASE WHEN settled = 0 THEN tokens ELSE 0 END), 0) AS reserved,
-              coalesce(sum(CASE WHEN settled = 1 THEN spent_micro_usd ELSE 0 END), 0) AS usd
+              coalesce(sum(CASE WHEN settled = 1 THEN spent_micro_usd ELSE 0 END), 0) AS usd,
+              coalesce(sum(CASE WHEN settled = 0 THEN micro_usd ELSE 0 END), 0) AS reserved_usd
        FROM reservations WHERE period = ?`,
       period,
     );
@@ -225,6 +228,7 @@ export class AccountBudget extends DurableObject<Env> {
       spent: Number(totals?.spent ?? 0),
       reserved: Number(totals?.reserved ?? 0),
       spentMicroUsd: Number(totals?.usd ?? 0),
+      reservedMicroUsd: Number(totals?.reserved_usd ?? 0),
       carried,
     };
   }

@@ -124,6 +124,16 @@ const MIGRATIONS: SqlMigration[] = [
     // The model a prompt capsule's tokens were spent on: the platform's per-model token price applies to them.
     sql: "ALTER TABLE attempts ADD COLUMN model TEXT;",
   },
+  {
+    version: 5,
+    // Spend limits: each task's price estimate, each attempt's reserved and real spend, the project's cap.
+    sql: `
+      ALTER TABLE tasks ADD COLUMN price_estimate_micro_usd INTEGER NOT NULL DEFAULT 0;
+      ALTER TABLE attempts ADD COLUMN reserved_micro_usd INTEGER NOT NULL DEFAULT 0;
+      ALTER TABLE attempts ADD COLUMN spend_micro_usd INTEGER NOT NULL DEFAULT 0;
+      ALTER TABLE project ADD COLUMN max_spend_micro_usd INTEGER;
+    `,
+  },
 ];
 
 export function migrateCoordinatorSchema(sql: SqlStorage): void {

@@ -36,6 +36,8 @@ export interface CoordinatorCreateInput {
   autoRemediations: number;
   acceptPermissions: string[];
   reviewer: { capsule: string; version: string; tokenEstimate: number } | null;
+  /** Cap on what the project may spend (paid capsules, model tokens), in micro-USD; null for none. */
+  maxSpendMicroUsd: number | null;
   /** True when `tasks` holds only the planning task whose output becomes the graph. */
   planning: boolean;
   tasks: PinnedTask[];
@@ -48,6 +50,7 @@ interface Candidate {
   taskId: string;
   attemptId: string;
   tokens: number;
+  microUsd: number;
 }
 
 /** At most this many failed attempts per task before it fails for good (the first run plus three retries). */
@@ -106,6 +109,7 @@ export class ProjectCoordinator extends DurableObject<Env> implements Coordinato
         now,
         now,
       );
+      this.sql.exec("UPDATE project SET max_spend_micro_usd = ?", input.maxSpendMicroUsd);
       this.insertTasks(input.tasks, planning);
       this.emit("project.created", null, {
         name: input.name,
@@ -639,7 +643,7 @@ export class ProjectCoordinator extends DurableObject<Env> implements Coordinato
     tasks.forEach((task, index) => {
       this.sql.exec(
         `INSERT OR IGNORE INTO tasks (id, seq, capsule, version, runtime, permissions, inputs, token_estimate, success_criteria,
-           is_plan, status, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+           is_plan, status, created_at, updated_at, price_estimate_micro_usd) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
         task.id,
         base + index + 1,
         task.capsule,
@@ -653,6 +657,7 @@ export class ProjectCoordinator extends DurableObject<Env> implements Coordinato
         task.dependsOn.length === 0 ? "ready" : "pending",
         now,
         now,
+        task.priceEstimateMicroUsd ?? 0,
       );
       for (const dep of task.dependsOn) {
         this.sql.exec("INSERT OR IGNORE INTO edges (task_id, depends_on) VALUES (?, ?)", task.id, dep);
@@ -751,6 +756,7 @@ export class ProjectCoordinator extends DurableObject<Env> implements Coordinato
         candidate.attemptId,
         this.projectId(),
         candidate.tokens,
+        candidate.microUsd,
       );
       if (result.ok) approved.push(candidate);
       else {
@@ -792,8 +798,7 @@ export class ProjectCoordinator extends DurableObject<Env> implements Coordinato
     }
     await Promise.all([
       this.flushEvents(),
-      this.syncAccountBudget(),
-      this.syncExecutions(),
+      this.syncExecutions().then(() => this.syncAccountBudget()),
       statusChanged ? this.syncIndex() : Promise.resolve(),
     ]);
     await this.syncAlarm();
@@ -828,18 +833,37 @@ export class ProjectCoordinator extends DurableObject<Env> implements Coordinato
     let active = this.count(`SELECT count(*) AS n FROM attempts WHERE status IN ${ACTIVE_ATTEMPT}`);
     const budget = this.budget();
     let available = budget.limitTokens - budget.spentTokens - budget.reservedTokens;
+    let spendLeft = this.spendLeft(project);
     const picked: Candidate[] = [];
     for (const task of this.sql.exec<Row>(
-      "SELECT id, token_estimate FROM tasks WHERE status = 'ready' ORDER BY seq",
+      "SELECT id, token_estimate, price_estimate_micro_usd FROM tasks WHERE status = 'ready' ORDER BY seq",
     )) {
       if (active >= max) break;
       const need = Number(task.token_estimate);
-      if (need > available) continue;
-      picked.push({ taskId: String(task.id), attemptId: newId("att"), tokens: need });
+      const cost = Number(task.price_estimate_micro_usd);
+      if (need > available || cost > spendLeft) continue;
+      picked.push({ taskId: String(task.id), attemptId: newId("att"), tokens: need, microUsd: cost });
       available -= need;
+      spendLeft -= cost;
       active += 1;
     }
     return picked;
+  }
+
+  /** What the project may still spend (cap minus spent minus reserved), or infinity without a cap. */
+  private spendLeft(project: Row): number {
+    if (project.max_spend_micro_usd === null || project.max_spend_micro_usd === undefined) {
+      return Number.POSITIVE_INFINITY;
+    }
+    // A finished attempt holds its reservation until its real spend is recorded (the execution job).
+    const committed = this.count(
+      `SELECT coalesce(sum(CASE
+         WHEN a.status IN ${ACTIVE_ATTEMPT} THEN a.reserved_micro_usd
+         WHEN s.id IS NOT NULL THEN max(a.reserved_micro_usd, a.spend_micro_usd)
+         ELSE a.spend_micro_usd END), 0) AS n
+       FROM attempts a LEFT JOIN schedule s ON s.id = 'exec:' || a.id`,
+    );
+    return Number(project.max_spend_micro_usd) - committed;
   }
 
   /** Creates the attempt for a candidate if its task is still ready and still fits; false otherwise. */
@@ -854,13 +878,14 @@ export class ProjectCoordinator extends DurableObject<Env> implements Coordinato
     const budget = this.budget();
     if (active >= Number(project.max_parallel)) return false;
     if (candidate.tokens > budget.limitTokens - budget.spentTokens - budget.reservedTokens) return false;
+    if (candidate.microUsd > this.spendLeft(project)) return false;
     const { attemptId, tokens: need } = candidate;
     const n = this.count("SELECT count(*) AS n FROM attempts WHERE task_id = ?", task.id) + 1;
     const reason = n === 1 ? "run" : Number(task.failures) > 0 ? "retry" : "remediation";
     const now = nowIso();
     this.sql.exec(
-      `INSERT INTO attempts (id, task_id, n, reason, status, reserved_tokens, dispatched_at, lease_until)
-       VALUES (?, ?, ?, ?, 'dispatching', ?, ?, ?)`,
+      `INSERT INTO attempts (id, task_id, n, reason, status, reserved_tokens, dispatched_at, lease_until, reserved_micro_usd)
+       VALUES (?, ?, ?, ?, 'dispatching', ?, ?, ?, ?)`,
       attemptId,
       task.id,
       n,
@@ -868,6 +893,7 @@ export class ProjectCoordinator extends DurableObject<Env> implements Coordinato
       need,
       now,
       Date.now() + this.leaseMs(),
+      candidate.microUsd,
     );
     this.sql.exec(
       "INSERT OR IGNORE INTO budget_entries (attempt_id, kind, tokens, created_at) VALUES (?, 'reserve', ?, ?)",
@@ -911,7 +937,7 @@ export class ProjectCoordinator extends DurableObject<Env> implements Coordinato
       next = "completed";
     } else if (inFlight === 0 && n("ready") > 0) {
       next = "budget_exhausted";
-      reason = accountRefusal ?? "No ready task fits in the remaining token budget";
+      reason = accountRefusal ?? "No ready task fits in the remaining budget (tokens or spend)";
     } else if (inFlight === 0 && n("awaiting_review") > 0) {
       next = "awaiting_review";
     } else {
@@ -1062,12 +1088,17 @@ export class ProjectCoordinator extends DurableObject<Env> implements Coordinato
       .toArray();
     for (const job of jobs) {
       const attemptId = String(job.ref);
+      // Spend is known once the execution is recorded; report tokens and spend together after it.
+      if (this.row("SELECT 1 AS x FROM schedule WHERE id = ?", `exec:${attemptId}`)) continue;
       const charged = this.row(
         "SELECT tokens FROM budget_entries WHERE attempt_id = ? AND kind = 'settle'",
         attemptId,
       );
+      const spend = Number(
+        this.row("SELECT spend_micro_usd AS s FROM attempts WHERE id = ?", attemptId)?.s ?? 0,
+      );
       try {
-        if (charged) await this.accountBudget().settle(attemptId, Number(charged.tokens));
+        if (charged) await this.accountBudget().settle(attemptId, Number(charged.tokens), spend);
         else await this.accountBudget().release(attemptId);
         this.sql.exec("DELETE FROM schedule WHERE id = ?", job.id);
       } catch (error) {
@@ -1102,7 +1133,7 @@ export class ProjectCoordinator extends DurableObject<Env> implements Coordinato
       );
       try {
         if (attempt) {
-          await recordExecution(db, {
+          const spent = await recordExecution(db, {
             attemptId: String(attempt.id),
             succeeded: attempt.status === "succeeded",
             buyerAccountId: String(project.owner_id),
@@ -1113,6 +1144,7 @@ export class ProjectCoordinator extends DurableObject<Env> implements Coordinato
             modelPrices: modelPrices(this.env.MODEL_PRICES),
             projectId: String(project.id),
           });
+          this.sql.exec("UPDATE attempts SET spend_micro_usd = ? WHERE id = ?", spent, attempt.id);
         }
         this.sql.exec("DELETE FROM schedule WHERE id = ?", job.id);
       } catch (error) {

@@ -295,3 +295,59 @@ describe("model token pricing", () => {
     expect(await ledgerImbalance(db)).toBe(0);
   });
 });
+
+describe("spend limits, enforced before each run", () => {
+  let author: Awaited<ReturnType<typeof signup>>;
+  beforeAll(async () => {
+    await publishReviewer();
+    author = await signup();
+    await publishPaid(author.apiKey, `${author.handle}/metered`, { model: "per_execution", amountUsd: 0.25 });
+  });
+
+  const launch = async (token: string, body: Record<string, unknown>) => {
+    const res = await createProject(token, {
+      name: "spend",
+      spec: {
+        tasks: Array.from({ length: 5 }, (_, i) => ({
+          id: `s${i}`,
+          capsule: `${author.handle}/metered`,
+          inputs: { name: `s${i}` },
+        })),
+      },
+      budget: { tokens: 1_000_000 },
+      maxParallelAgents: 1,
+      ...body,
+    });
+    expect(res.status, await res.clone().text()).toBe(201);
+    return ((await res.json()) as { project: { id: string } }).project.id;
+  };
+
+  it("stops a project at its maxSpendUsd without starting a run that could pass it", async () => {
+    const buyer = await signup();
+    const id = await launch(buyer.apiKey, { maxSpendUsd: 0.6 });
+    const done = await waitForStatus(buyer.apiKey, id, ["budget_exhausted", "completed", "failed"]);
+    expect(done.status).toBe("budget_exhausted");
+    expect(done.tasks.filter((t) => t.status === "completed")).toHaveLength(2);
+    const charged = (await ledgerOf(buyer.id))
+      .filter((r) => r.kind === "execution_charge")
+      .reduce((n, r) => n + r.amount, 0);
+    expect(charged).toBe(500_000);
+  });
+
+  it("stops every project of an account at its monthly spend limit", async () => {
+    const buyer = await signup();
+    expect(
+      (await api("/v1/budgets/account", { method: "PUT", token: buyer.apiKey, json: { limitUsd: 0.75 } }))
+        .status,
+    ).toBe(200);
+    const id = await launch(buyer.apiKey, {});
+    const done = await waitForStatus(buyer.apiKey, id, ["budget_exhausted", "completed", "failed"]);
+    expect(done.status).toBe("budget_exhausted");
+    expect(done.failureReason).toContain("spend limit");
+    expect(done.tasks.filter((t) => t.status === "completed")).toHaveLength(3);
+    const status = (await (await api("/v1/budgets/account", { token: buyer.apiKey })).json()) as {
+      budget: { spentMicroUsd: number };
+    };
+    expect(status.budget.spentMicroUsd).toBe(750_000);
+  });
+});

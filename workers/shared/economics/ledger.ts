@@ -22,9 +22,9 @@ interface ExecutionInput {
 async function recordModelCharge(
   db: Database,
   input: ExecutionInput & { model: string | null; modelPrices: ModelPrices },
-) {
+): Promise<number> {
   const amount = modelCharge(input.modelPrices, input.model, input.tokens);
-  if (amount === 0 || !input.model) return;
+  if (amount === 0 || !input.model) return 0;
   const txId = `model:${input.attemptId}`;
   const now = nowIso();
   const common = {
@@ -70,6 +70,7 @@ async function recordModelCharge(
       .onConflictDoNothing(),
     outboxInsert(db, charge).onConflictDoNothing(),
   ]);
+  return amount;
 }
 
 /** The ledger account that receives the platform's share. */
@@ -187,7 +188,7 @@ export async function recordExecutionCharge(
 export async function recordExecution(
   db: Database,
   input: ExecutionInput & { succeeded: boolean; model: string | null; modelPrices: ModelPrices },
-): Promise<void> {
+): Promise<number> {
   // The marker row's own id gates the increment: if a concurrent job inserted the marker first, this insert is
   // ignored, the id below never exists, and the count moves once.
   const markerId = newId("led");
@@ -218,8 +219,12 @@ export async function recordExecution(
         ),
       ),
   ]);
-  if (input.succeeded) await recordExecutionCharge(db, input);
-  await recordModelCharge(db, input);
+  let total = await recordModelCharge(db, input);
+  if (input.succeeded) {
+    const charge = await recordExecutionCharge(db, input);
+    total += charge.amountMicroUsd;
+  }
+  return total;
 }
 
 /** Sum of debits minus sum of credits over the whole ledger or a period: zero when every transaction balances. */

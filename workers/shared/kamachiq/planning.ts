@@ -1,6 +1,7 @@
 import type { Database } from "../db/client";
 import type { CapsuleManifest } from "../domain/manifest";
 import { resolveDependencies } from "../domain/resolve";
+import { type Price, priceAt, priceOfManifest } from "../economics/prices";
 import { AppError } from "../errors";
 import { d1VersionSource } from "../marketplace/version-source";
 import { validateGraph } from "./graph";
@@ -16,6 +17,8 @@ export interface PinnedTask {
   inputs: Record<string, unknown>;
   dependsOn: string[];
   tokenEstimate: number;
+  /** What one run may cost the project owner at today's price (micro-USD), for spend limits. */
+  priceEstimateMicroUsd: number;
   successCriteria: string[];
 }
 
@@ -75,9 +78,25 @@ export async function planTasks(
       dependsOn: [...new Set(task.dependsOn)],
       tokenEstimate:
         task.tokenEstimate ?? manifest.spec.tokenEstimate.planning + manifest.spec.tokenEstimate.execution,
+      priceEstimateMicroUsd: 0,
       successCriteria: task.successCriteria,
     };
   });
+  // Spend limits need a price before the run: per execution it is exact, per 1k tokens an upper bound.
+  const prices = new Map<string, Price>();
+  for (const task of pinned) {
+    if (!prices.has(task.capsule)) {
+      const manifest = rows.get(`${task.capsule}@${task.version}`)!.manifest as unknown as CapsuleManifest;
+      prices.set(task.capsule, (await priceAt(db, task.capsule)) ?? priceOfManifest(manifest.spec.pricing));
+    }
+    const price = prices.get(task.capsule)!;
+    task.priceEstimateMicroUsd =
+      price.model === "per_execution"
+        ? price.amountMicroUsd
+        : price.model === "per_1k_tokens"
+          ? Math.ceil((price.amountMicroUsd * task.tokenEstimate) / 1000)
+          : 0;
+  }
   const unaccepted = pinned
     .map((t) => ({ task: t.id, missing: t.permissions.filter((p) => !accepted.has(p)) }))
     .filter((t) => t.missing.length > 0);

@@ -110,6 +110,7 @@ export async function createProject(
       autoRemediations: input.autoRemediations,
       acceptPermissions: accept,
       reviewer,
+      maxSpendMicroUsd: input.maxSpendUsd === undefined ? null : Math.round(input.maxSpendUsd * 1_000_000),
       planning,
       tasks,
     }),

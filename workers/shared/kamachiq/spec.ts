@@ -65,6 +65,8 @@ export const createProjectSchema = z
     maxParallelAgents: z.int().min(1).max(100).default(10),
     qualityThreshold: z.number().min(0).max(1).default(0.8),
     autoRemediations: z.int().min(0).max(2).default(2),
+    /** The most the project may spend on paid capsules and model tokens, enforced before each dispatch. */
+    maxSpendUsd: z.number().positive().max(1_000_000).optional(),
   })
   .strict();
 
