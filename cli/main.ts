@@ -10,6 +10,7 @@ import { runnerCommand } from "./commands/runner.ts";
 import { searchCommand } from "./commands/search.ts";
 import { signupCommand } from "./commands/signup.ts";
 import { verifyCommand } from "./commands/verify.ts";
+import { webhookVerifyCommand } from "./commands/webhook-verify.ts";
 import { UsageError } from "./errors.ts";
 import { emitError } from "./output.ts";
 
@@ -23,6 +24,7 @@ export const COMMANDS: Command[] = [
   installCommand,
   verifyCommand,
   runnerCommand,
+  webhookVerifyCommand,
 ];
 
 function version(): string {

@@ -2,7 +2,7 @@ import { copyFile, mkdir, readdir, rm } from "node:fs/promises";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 
-const PAGE_FILES = /\.(html|css|js|svg|png|ico|webmanifest|txt)$/;
+const PAGE_FILES = /(\.(html|css|js|svg|png|ico|webmanifest|txt)|^_headers)$/;
 
 /**
  * Builds the browser app into web/dist, where wrangler serves static assets from. The app is a placeholder

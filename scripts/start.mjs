@@ -14,6 +14,8 @@
  *   CLICKHOUSE_PASSWORD   the ClickHouse password, kept in the secrets file like the admin token
  *   SOMA_RUNNER_LEASE_MS  how long a runner may hold a job without a heartbeat (the Worker's RUNNER_LEASE_MS,
  *                     60000 in wrangler.toml); the e2e tests shorten it to watch a dead runner's job move on
+ *   SOMA_WEBHOOK_RETRY_BASE_SECONDS  first retry delay of webhook deliveries in seconds (the Worker's
+ *                     WEBHOOK_RETRY_BASE_SECONDS, 30 in wrangler.toml); the e2e tests shorten it to 1
  * Secrets go to .dev.vars, or to <SOMA_STATE_DIR>/.dev.vars when a state directory is given, so a test run
  * never touches the developer's own.
  */
@@ -357,12 +359,25 @@ async function startLocalServices({ stateDir, clickHousePassword }) {
  * @returns {Record<string, string>}
  */
 function varOverrides() {
+  /** @type {Record<string, string>} */
+  const overrides = {};
   const lease = process.env.SOMA_RUNNER_LEASE_MS;
-  if (lease === undefined || lease === "") return {};
-  if (!/^\d+$/.test(lease) || Number(lease) < 1000) {
-    throw new StartError(`SOMA_RUNNER_LEASE_MS must be a number of milliseconds >= 1000, got "${lease}"`);
+  if (lease !== undefined && lease !== "") {
+    if (!/^\d+$/.test(lease) || Number(lease) < 1000) {
+      throw new StartError(`SOMA_RUNNER_LEASE_MS must be a number of milliseconds >= 1000, got "${lease}"`);
+    }
+    overrides.RUNNER_LEASE_MS = lease;
   }
-  return { RUNNER_LEASE_MS: lease };
+  const retryBase = process.env.SOMA_WEBHOOK_RETRY_BASE_SECONDS;
+  if (retryBase !== undefined && retryBase !== "") {
+    if (!/^\d+$/.test(retryBase) || Number(retryBase) < 1) {
+      throw new StartError(
+        `SOMA_WEBHOOK_RETRY_BASE_SECONDS must be a whole number of seconds >= 1, got "${retryBase}"`,
+      );
+    }
+    overrides.WEBHOOK_RETRY_BASE_SECONDS = retryBase;
+  }
+  return overrides;
 }
 
 async function startWorker(vars) {

@@ -2,6 +2,7 @@ import { app } from "./api/app";
 import { handleAgentTasks } from "./consumers/agent-tasks";
 import { handleDeadLetters } from "./consumers/dead-letters";
 import { handleEvents } from "./consumers/events";
+import { handleWebhookDeliveries } from "./consumers/webhooks";
 import { retentionDaysFrom, runRetention } from "./shared/analytics/retention";
 import { database } from "./shared/db/client";
 import { flushOutbox } from "./shared/events/outbox";
@@ -20,6 +21,7 @@ export default {
   async queue(batch, env, ctx) {
     if (batch.queue.endsWith("soma-agent-tasks")) return handleAgentTasks(batch, env, ctx);
     if (batch.queue.endsWith("soma-events")) return handleEvents(batch, env);
+    if (batch.queue.endsWith("soma-webhooks")) return handleWebhookDeliveries(batch, env);
     if (batch.queue.endsWith("-dlq")) return handleDeadLetters(batch, env);
     console.error(JSON.stringify({ level: "error", msg: "no consumer for queue", queue: batch.queue }));
     batch.retryAll();

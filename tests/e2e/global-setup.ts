@@ -60,6 +60,8 @@ export async function startPlatform(options: { stateDir: string; port?: number }
     CLICKHOUSE_HTTP_PORT: "0",
     // A short runner lease lets tests/e2e/runner.test.ts watch a dead runner's job move on in seconds.
     SOMA_RUNNER_LEASE_MS: process.env.SOMA_RUNNER_LEASE_MS || "8000",
+    // Webhook retries 1 s, 2 s, 4 s ... apart let tests/e2e/webhooks.test.ts watch a receiver fail and recover.
+    SOMA_WEBHOOK_RETRY_BASE_SECONDS: process.env.SOMA_WEBHOOK_RETRY_BASE_SECONDS || "1",
   };
   // The platform under test starts its own ClickHouse, whatever the developer's shell points at.
   for (const name of ["CLICKHOUSE_URL", "CLICKHOUSE_USER", "CLICKHOUSE_PASSWORD", "CLICKHOUSE_DATABASE"]) {

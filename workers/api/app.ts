@@ -4,7 +4,8 @@ import { AppError, type ErrorCode } from "../shared/errors";
 import type { AppEnv } from "./context";
 import { type ErrorBody, STATUS_BY_CODE } from "./errors";
 import { requestContext } from "./middleware/request-context";
-import { accountRoutes } from "./routes/accounts";
+import { apiSecurityHeaders, corsForConfiguredOrigins } from "./middleware/security";
+import { accountRoutes, apiKeyRoutes } from "./routes/accounts";
 import { adminRoutes } from "./routes/admin";
 import { analyticsRoutes, eventRoutes, forecastRoutes, usageRoutes } from "./routes/analytics";
 import { analyticsAdminRoutes } from "./routes/analytics-admin";
@@ -12,12 +13,20 @@ import { authRoutes } from "./routes/auth";
 import { adjustmentRoutes, invoiceRoutes, payoutRoutes } from "./routes/billing";
 import { budgetRoutes } from "./routes/budgets";
 import { capsuleRoutes } from "./routes/capsules";
+import {
+  capsuleCommunityRoutes,
+  collectionRoutes,
+  featuredRoutes,
+  moderationRoutes,
+  trendingRoutes,
+} from "./routes/community";
 import { healthRoutes } from "./routes/health";
 import { installRoutes } from "./routes/installs";
 import { projectRoutes, reviewTaskRoutes } from "./routes/projects";
 import { reviewRoutes } from "./routes/reviews";
 import { runnerRoutes } from "./routes/runners";
 import { schemaRoutes } from "./routes/schemas";
+import { githubHookRoutes, githubIntegrationRoutes, webhookRoutes } from "./routes/webhooks";
 import { wellKnownRoutes } from "./routes/well-known";
 
 const CODE_BY_STATUS: Record<number, ErrorCode> = {
@@ -32,13 +41,21 @@ const CODE_BY_STATUS: Record<number, ErrorCode> = {
 
 /** The API: one Hono app, one sub-app per resource, one error shape. */
 export const app = new Hono<AppEnv>()
+  .use(corsForConfiguredOrigins)
+  .use(apiSecurityHeaders)
   .use(requestContext)
   .route("/", healthRoutes)
   .route("/.well-known", wellKnownRoutes)
   .route("/v1/schemas", schemaRoutes)
   .route("/v1/accounts", accountRoutes)
+  .route("/v1/api-keys", apiKeyRoutes)
   .route("/v1/auth", authRoutes)
   .route("/v1/capsules", capsuleRoutes)
+  .route("/v1/capsules", capsuleCommunityRoutes)
+  .route("/v1/moderation", moderationRoutes)
+  .route("/v1/collections", collectionRoutes)
+  .route("/v1/featured", featuredRoutes)
+  .route("/v1/trending", trendingRoutes)
   .route("/v1", reviewRoutes)
   .route("/v1/installs", installRoutes)
   .route("/v1/projects", projectRoutes)
@@ -53,7 +70,10 @@ export const app = new Hono<AppEnv>()
   .route("/v1/admin/adjustments", adjustmentRoutes)
   .route("/v1/analytics", analyticsRoutes)
   .route("/v1/admin", adminRoutes)
-  .route("/v1/admin/analytics", analyticsAdminRoutes);
+  .route("/v1/admin/analytics", analyticsAdminRoutes)
+  .route("/v1/webhooks", webhookRoutes)
+  .route("/v1/integrations/github", githubIntegrationRoutes)
+  .route("/v1/hooks/github", githubHookRoutes);
 
 app.onError((error, c) => {
   let code: ErrorCode = "INTERNAL";

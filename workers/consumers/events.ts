@@ -1,6 +1,7 @@
 import { z } from "zod";
 import { storeEvents } from "../shared/analytics/events";
 import { type CloudEvent, cloudEventSchema } from "../shared/events/outbox";
+import { fanOutWebhooks } from "../shared/webhooks/fan-out";
 
 /** Ingestion packs many events into one message (Queues cap batches at 100 messages, not at 100 events). */
 const envelopeSchema = z.object({ events: z.array(cloudEventSchema).min(1).max(1000) }).strict();
@@ -33,6 +34,12 @@ export async function handleEvents(batch: MessageBatch<unknown>, env: Env): Prom
   if (valid.length === 0) return;
   try {
     await storeEvents(
+      env,
+      valid.flatMap((v) => v.events),
+    );
+    // Subscribed events go out as webhook deliveries; each (webhook, event) is recorded once, so a retried
+    // batch sends nothing twice.
+    await fanOutWebhooks(
       env,
       valid.flatMap((v) => v.events),
     );

@@ -2,7 +2,12 @@ import { createMiddleware } from "hono/factory";
 import { AppError } from "../../shared/errors";
 import type { AppEnv } from "../context";
 
-type LimiterName = "SIGNUP_LIMITER" | "AUTH_LIMITER" | "SUBMIT_LIMITER" | "EVENTS_LIMITER";
+type LimiterName =
+  | "SIGNUP_LIMITER"
+  | "AUTH_LIMITER"
+  | "SUBMIT_LIMITER"
+  | "EVENTS_LIMITER"
+  | "RATINGS_LIMITER";
 
 /** Limits a route per caller (account when signed in, else client address) with a Workers rate-limit binding. */
 export const rateLimit = (limiter: LimiterName) =>

@@ -1,16 +1,42 @@
 import { Hono } from "hono";
 import { z } from "zod";
-import { requireRole } from "../../shared/auth/principal";
+import { requireAccount } from "../../shared/auth/principal";
 import { roleSchema } from "../../shared/auth/roles";
-import { createAccount, setRoles } from "../../shared/db/accounts";
+import {
+  createAccount,
+  createApiKey,
+  findAccountByHandle,
+  listApiKeys,
+  revokeApiKey,
+  setRoles,
+} from "../../shared/db/accounts";
 import { database } from "../../shared/db/client";
 import { HANDLE_PATTERN } from "../../shared/domain/manifest";
+import { AppError } from "../../shared/errors";
 import type { AppEnv } from "../context";
-import { withRole } from "../middleware/guards";
+import { withAccount, withRole } from "../middleware/guards";
 import { rateLimit } from "../middleware/rate-limit";
 import { jsonBody, pathParams } from "../validate";
 
 const handleSchema = z.string().regex(HANDLE_PATTERN, "2-39 lowercase letters, digits or inner hyphens");
+
+const keyParams = z.object({ id: z.string().regex(/^key_[a-f0-9]{32}$/, "not an API key id") });
+
+/** The caller's own API keys: list (prefixes only), create (shown once), revoke. */
+export const apiKeyRoutes = new Hono<AppEnv>()
+  .get("/", withAccount, async (c) => {
+    const principal = requireAccount(c.get("principal"));
+    return c.json({ items: await listApiKeys(database(c.env.DB), principal.accountId) });
+  })
+  .post("/", withAccount, async (c) => {
+    const principal = requireAccount(c.get("principal"));
+    return c.json(await createApiKey(database(c.env.DB), principal.accountId), 201);
+  })
+  .delete("/:id", withAccount, pathParams(keyParams), async (c) => {
+    const principal = requireAccount(c.get("principal"));
+    await revokeApiKey(database(c.env.DB), principal.accountId, c.req.valid("param").id);
+    return c.body(null, 204);
+  });
 
 export const accountRoutes = new Hono<AppEnv>()
   .post(
@@ -22,13 +48,19 @@ export const accountRoutes = new Hono<AppEnv>()
       return c.json(created, 201);
     },
   )
+  .post("/:handle/api-keys", withRole("admin"), pathParams(z.object({ handle: handleSchema })), async (c) => {
+    // Recovery: an admin issues a fresh key for an account that lost its own (the old ones stay valid).
+    const db = database(c.env.DB);
+    const account = await findAccountByHandle(db, c.req.valid("param").handle);
+    if (!account) throw new AppError("NOT_FOUND", `No account ${c.req.valid("param").handle}`);
+    return c.json(await createApiKey(db, account.id), 201);
+  })
   .post(
     "/:handle/roles",
     withRole("admin"),
     pathParams(z.object({ handle: handleSchema })),
     jsonBody(z.object({ roles: z.array(roleSchema).max(3) }).strict()),
     async (c) => {
-      requireRole(c.get("principal"), "admin");
       const account = await setRoles(
         database(c.env.DB),
         c.req.valid("param").handle,

@@ -1,4 +1,4 @@
-import { eq } from "drizzle-orm";
+import { and, eq, isNull } from "drizzle-orm";
 import { generateApiKey, hashApiKey } from "../auth/api-keys";
 import type { Role } from "../auth/roles";
 import { AppError } from "../errors";
@@ -74,4 +74,47 @@ export async function setRoles(db: Database, handle: string, roles: Role[]): Pro
   const [row] = await db.update(accounts).set({ roles: next }).where(eq(accounts.handle, handle)).returning();
   if (!row) throw new AppError("NOT_FOUND", `No account with handle "${handle}"`);
   return view(row);
+}
+
+export interface ApiKeyView {
+  id: string;
+  prefix: string;
+  createdAt: string;
+  revokedAt: string | null;
+}
+
+/** Issues another API key for an account (shown once, stored hashed). */
+export async function createApiKey(
+  db: Database,
+  accountId: string,
+): Promise<{ key: ApiKeyView; apiKey: string }> {
+  const apiKey = generateApiKey();
+  const row = {
+    id: newId("key"),
+    accountId,
+    keyHash: await hashApiKey(apiKey),
+    prefix: apiKey.slice(0, 12),
+    createdAt: nowIso(),
+  };
+  await db.insert(apiKeys).values(row);
+  return { key: { id: row.id, prefix: row.prefix, createdAt: row.createdAt, revokedAt: null }, apiKey };
+}
+
+export async function listApiKeys(db: Database, accountId: string): Promise<ApiKeyView[]> {
+  const rows = await db
+    .select()
+    .from(apiKeys)
+    .where(eq(apiKeys.accountId, accountId))
+    .orderBy(apiKeys.createdAt);
+  return rows.map((r) => ({ id: r.id, prefix: r.prefix, createdAt: r.createdAt, revokedAt: r.revokedAt }));
+}
+
+/** Revokes one of an account's keys; it stops authenticating at once. */
+export async function revokeApiKey(db: Database, accountId: string, keyId: string): Promise<void> {
+  const [row] = await db
+    .update(apiKeys)
+    .set({ revokedAt: nowIso() })
+    .where(and(eq(apiKeys.id, keyId), eq(apiKeys.accountId, accountId), isNull(apiKeys.revokedAt)))
+    .returning({ id: apiKeys.id });
+  if (!row) throw new AppError("NOT_FOUND", `No active API key ${keyId}`);
 }

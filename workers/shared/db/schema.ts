@@ -190,3 +190,113 @@ export const capsulePrices = sqliteTable("capsule_prices", {
   effectiveAt: text("effective_at").notNull(),
   createdAt: text("created_at").notNull(),
 });
+
+export const webhooks = sqliteTable("webhooks", {
+  id: text("id").primaryKey(),
+  accountId: text("account_id").notNull(),
+  url: text("url").notNull(),
+  events: text("events", { mode: "json" }).$type<string[]>().notNull(),
+  secret: text("secret").notNull(),
+  description: text("description"),
+  createdAt: text("created_at").notNull(),
+  updatedAt: text("updated_at").notNull(),
+});
+
+export const webhookDeliveries = sqliteTable("webhook_deliveries", {
+  id: text("id").primaryKey(),
+  webhookId: text("webhook_id").notNull(),
+  eventId: text("event_id").notNull(),
+  eventType: text("event_type").notNull(),
+  body: text("body").notNull(),
+  status: text("status").notNull(),
+  generation: integer("generation").notNull().default(1),
+  attemptCount: integer("attempt_count").notNull().default(0),
+  lastResponseStatus: integer("last_response_status"),
+  lastError: text("last_error"),
+  nextAttemptAt: text("next_attempt_at"),
+  claimedUntil: text("claimed_until"),
+  queuedAt: text("queued_at"),
+  deliveredAt: text("delivered_at"),
+  createdAt: text("created_at").notNull(),
+  updatedAt: text("updated_at").notNull(),
+});
+
+export const webhookAttempts = sqliteTable("webhook_attempts", {
+  id: text("id").primaryKey(),
+  deliveryId: text("delivery_id").notNull(),
+  webhookId: text("webhook_id").notNull(),
+  attempt: integer("attempt").notNull(),
+  manual: integer("manual", { mode: "boolean" }).notNull().default(false),
+  ok: integer("ok", { mode: "boolean" }).notNull(),
+  responseStatus: integer("response_status"),
+  error: text("error"),
+  durationMs: integer("duration_ms").notNull(),
+  createdAt: text("created_at").notNull(),
+});
+
+export const githubLinks = sqliteTable("github_links", {
+  id: text("id").primaryKey(),
+  accountId: text("account_id").notNull(),
+  repository: text("repository").notNull().unique(),
+  secret: text("secret").notNull(),
+  createdAt: text("created_at").notNull(),
+});
+
+export const capsuleReviews = sqliteTable("capsule_reviews", {
+  id: text("id").primaryKey(),
+  capsuleName: text("capsule_name").notNull(),
+  accountId: text("account_id").notNull(),
+  stars: integer("stars").notNull(),
+  text: text("text"),
+  status: text("status").$type<"visible" | "hidden" | "removed">().notNull(),
+  helpfulCount: integer("helpful_count").notNull().default(0),
+  notHelpfulCount: integer("not_helpful_count").notNull().default(0),
+  openReports: integer("open_reports").notNull().default(0),
+  replyText: text("reply_text"),
+  repliedAt: text("replied_at"),
+  replyUpdatedAt: text("reply_updated_at"),
+  moderatedBy: text("moderated_by"),
+  moderatedAt: text("moderated_at"),
+  createdAt: text("created_at").notNull(),
+  updatedAt: text("updated_at").notNull(),
+});
+
+export const reviewVotes = sqliteTable("review_votes", {
+  reviewId: text("review_id").notNull(),
+  accountId: text("account_id").notNull(),
+  helpful: integer("helpful", { mode: "boolean" }).notNull(),
+  createdAt: text("created_at").notNull(),
+  updatedAt: text("updated_at").notNull(),
+});
+
+export const reviewReports = sqliteTable("review_reports", {
+  reviewId: text("review_id").notNull(),
+  accountId: text("account_id").notNull(),
+  reason: text("reason").notNull(),
+  createdAt: text("created_at").notNull(),
+  resolvedAt: text("resolved_at"),
+});
+
+export const collections = sqliteTable("collections", {
+  id: text("id").primaryKey(),
+  ownerId: text("owner_id"),
+  title: text("title").notNull(),
+  description: text("description").notNull().default(""),
+  visibility: text("visibility").$type<"public" | "private">().notNull(),
+  curated: integer("curated", { mode: "boolean" }).notNull().default(false),
+  createdAt: text("created_at").notNull(),
+  updatedAt: text("updated_at").notNull(),
+});
+
+export const collectionItems = sqliteTable("collection_items", {
+  collectionId: text("collection_id").notNull(),
+  capsuleName: text("capsule_name").notNull(),
+  addedAt: text("added_at").notNull(),
+});
+
+export const featuredCapsules = sqliteTable("featured_capsules", {
+  capsuleName: text("capsule_name").primaryKey(),
+  position: integer("position").notNull(),
+  featuredBy: text("featured_by"),
+  featuredAt: text("featured_at").notNull(),
+});
