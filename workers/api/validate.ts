@@ -39,6 +39,20 @@ export const jsonBody = <T extends ZodType>(schema: T) =>
     return parseOrThrow(schema, value, "request body");
   });
 
+/** Like `jsonBody`, for a body that may be left out entirely: no body and no Content-Type parse as `{}`. */
+export const optionalJsonBody = <T extends ZodType>(schema: T) =>
+  validator("json", (value, c) => {
+    const contentType = c.req.header("content-type");
+    if (!contentType && !c.req.raw.body) return parseOrThrow(schema, {}, "request body");
+    if (!/^application\/([\w.-]+\+)?json\b/i.test(contentType ?? "")) {
+      throw new AppError(
+        "UNSUPPORTED_MEDIA_TYPE",
+        "Send the body as JSON with Content-Type: application/json",
+      );
+    }
+    return parseOrThrow(schema, value, "request body");
+  });
+
 /** Query string validation hook. */
 export const queryParams = <T extends ZodType>(schema: T) =>
   validator("query", (value) => parseOrThrow(schema, value, "query"));

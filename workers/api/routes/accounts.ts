@@ -2,6 +2,7 @@ import { Hono } from "hono";
 import { z } from "zod";
 import { requireAccount } from "../../shared/auth/principal";
 import { roleSchema } from "../../shared/auth/roles";
+import { scopesSchema } from "../../shared/auth/scopes";
 import {
   createAccount,
   createApiKey,
@@ -16,22 +17,30 @@ import { AppError } from "../../shared/errors";
 import type { AppEnv } from "../context";
 import { withAccount, withRole } from "../middleware/guards";
 import { rateLimit } from "../middleware/rate-limit";
-import { jsonBody, pathParams } from "../validate";
+import { jsonBody, optionalJsonBody, pathParams } from "../validate";
 
 const handleSchema = z.string().regex(HANDLE_PATTERN, "2-39 lowercase letters, digits or inner hyphens");
 
 const keyParams = z.object({ id: z.string().regex(/^key_[a-f0-9]{32}$/, "not an API key id") });
 
-/** The caller's own API keys: list (prefixes only), create (shown once), revoke. */
+/** The caller's own API keys: list (prefixes only), create (shown once, optionally scoped), revoke. */
 export const apiKeyRoutes = new Hono<AppEnv>()
   .get("/", withAccount, async (c) => {
     const principal = requireAccount(c.get("principal"));
     return c.json({ items: await listApiKeys(database(c.env.DB), principal.accountId) });
   })
-  .post("/", withAccount, async (c) => {
-    const principal = requireAccount(c.get("principal"));
-    return c.json(await createApiKey(database(c.env.DB), principal.accountId), 201);
-  })
+  .post(
+    "/",
+    withAccount,
+    optionalJsonBody(z.object({ scopes: scopesSchema.optional() }).strict()),
+    async (c) => {
+      const principal = requireAccount(c.get("principal"));
+      return c.json(
+        await createApiKey(database(c.env.DB), principal.accountId, c.req.valid("json").scopes),
+        201,
+      );
+    },
+  )
   .delete("/:id", withAccount, pathParams(keyParams), async (c) => {
     const principal = requireAccount(c.get("principal"));
     await revokeApiKey(database(c.env.DB), principal.accountId, c.req.valid("param").id);

@@ -21,6 +21,7 @@ export const authRoutes = new Hono<AppEnv>().post(
       sub: principal.accountId,
       handle: principal.handle,
       roles: principal.roles,
+      scopes: principal.scopes,
     });
     return c.json({ accessToken: token, tokenType: "Bearer", expiresIn });
   },

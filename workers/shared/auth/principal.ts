@@ -5,6 +5,7 @@ import { timingSafeEqualText } from "../encoding";
 import { AppError } from "../errors";
 import { API_KEY_PREFIX, hashApiKey } from "./api-keys";
 import type { Role } from "./roles";
+import { type ApiKeyScope, FULL_ACCESS, scopesAllow, scopesFromStored } from "./scopes";
 import { verifyAccessToken } from "./tokens";
 
 /** Who is calling. The bootstrap admin token has no account, so it can administer but never publish. */
@@ -13,6 +14,8 @@ export interface Principal {
   handle: string | null;
   roles: Role[];
   via: "api_key" | "access_token" | "admin_token";
+  /** What the credential may do (auth/scopes.ts); the admin token and unscoped keys have full access. */
+  scopes: ApiKeyScope[];
 }
 
 interface PrincipalEnv {
@@ -25,13 +28,19 @@ interface PrincipalEnv {
 /** Looks up the account behind an API key; null when unknown or revoked. */
 export async function principalFromApiKey(db: Database, key: string): Promise<Principal | null> {
   const [row] = await db
-    .select({ id: accounts.id, handle: accounts.handle, roles: accounts.roles })
+    .select({ id: accounts.id, handle: accounts.handle, roles: accounts.roles, scopes: apiKeys.scopes })
     .from(apiKeys)
     .innerJoin(accounts, eq(accounts.id, apiKeys.accountId))
     .where(and(eq(apiKeys.keyHash, await hashApiKey(key)), isNull(apiKeys.revokedAt)))
     .limit(1);
   if (!row) return null;
-  return { accountId: row.id, handle: row.handle, roles: row.roles as Role[], via: "api_key" };
+  return {
+    accountId: row.id,
+    handle: row.handle,
+    roles: row.roles as Role[],
+    via: "api_key",
+    scopes: scopesFromStored(row.scopes),
+  };
 }
 
 /**
@@ -54,7 +63,7 @@ export async function resolvePrincipal(
     env.SOMA_ADMIN_TOKEN.length >= 16 &&
     timingSafeEqualText(token, env.SOMA_ADMIN_TOKEN)
   ) {
-    return { accountId: null, handle: null, roles: ["admin"], via: "admin_token" };
+    return { accountId: null, handle: null, roles: ["admin"], via: "admin_token", scopes: [...FULL_ACCESS] };
   }
   if (token.startsWith(API_KEY_PREFIX)) {
     const principal = await principalFromApiKey(db, token);
@@ -63,7 +72,26 @@ export async function resolvePrincipal(
   }
   const claims = await verifyAccessToken(env, db, token);
   if (!claims) throw new AppError("UNAUTHENTICATED", "The access token is invalid or expired");
-  return { accountId: claims.sub, handle: claims.handle, roles: claims.roles, via: "access_token" };
+  return {
+    accountId: claims.sub,
+    handle: claims.handle,
+    roles: claims.roles,
+    via: "access_token",
+    scopes: claims.scopes,
+  };
+}
+
+/**
+ * Refuses a request outside the caller's key scopes. Checked once per request, on the method and path, before
+ * any route runs: a scoped key is held to its scopes on every route, guarded in middleware or in the handler.
+ */
+export function requireScope(principal: Principal | null, method: string, path: string): void {
+  if (!principal || scopesAllow(principal.scopes, method, path)) return;
+  throw new AppError(
+    "FORBIDDEN",
+    `This credential is limited to the ${principal.scopes.join(", ")} scope; ${method} ${path} is outside it`,
+    { scopes: principal.scopes },
+  );
 }
 
 /** The caller, or UNAUTHENTICATED. */

@@ -1,6 +1,7 @@
 import { and, eq, isNull } from "drizzle-orm";
 import { generateApiKey, hashApiKey } from "../auth/api-keys";
 import type { Role } from "../auth/roles";
+import { type ApiKeyScope, scopesFromStored } from "../auth/scopes";
 import { AppError } from "../errors";
 import { type Database, isUniqueViolation, newId, nowIso } from "./client";
 import { accounts, apiKeys } from "./schema";
@@ -79,25 +80,41 @@ export async function setRoles(db: Database, handle: string, roles: Role[]): Pro
 export interface ApiKeyView {
   id: string;
   prefix: string;
+  scopes: ApiKeyScope[];
   createdAt: string;
   revokedAt: string | null;
 }
 
-/** Issues another API key for an account (shown once, stored hashed). */
+function keyView(row: typeof apiKeys.$inferSelect): ApiKeyView {
+  return {
+    id: row.id,
+    prefix: row.prefix,
+    scopes: scopesFromStored(row.scopes),
+    createdAt: row.createdAt,
+    revokedAt: row.revokedAt,
+  };
+}
+
+/** Issues another API key for an account (shown once, stored hashed), limited to `scopes` when given. */
 export async function createApiKey(
   db: Database,
   accountId: string,
+  scopes?: ApiKeyScope[],
 ): Promise<{ key: ApiKeyView; apiKey: string }> {
   const apiKey = generateApiKey();
+  const distinct = scopes ? [...new Set(scopes)] : null;
   const row = {
     id: newId("key"),
     accountId,
     keyHash: await hashApiKey(apiKey),
     prefix: apiKey.slice(0, 12),
     createdAt: nowIso(),
+    revokedAt: null,
+    // A key with full among its scopes is a full key: store it as one.
+    scopes: distinct && !distinct.includes("full") ? distinct : null,
   };
   await db.insert(apiKeys).values(row);
-  return { key: { id: row.id, prefix: row.prefix, createdAt: row.createdAt, revokedAt: null }, apiKey };
+  return { key: keyView(row), apiKey };
 }
 
 export async function listApiKeys(db: Database, accountId: string): Promise<ApiKeyView[]> {
@@ -106,7 +123,7 @@ export async function listApiKeys(db: Database, accountId: string): Promise<ApiK
     .from(apiKeys)
     .where(eq(apiKeys.accountId, accountId))
     .orderBy(apiKeys.createdAt);
-  return rows.map((r) => ({ id: r.id, prefix: r.prefix, createdAt: r.createdAt, revokedAt: r.revokedAt }));
+  return rows.map(keyView);
 }
 
 /** Revokes one of an account's keys; it stops authenticating at once. */

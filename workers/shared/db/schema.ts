@@ -17,6 +17,8 @@ export const apiKeys = sqliteTable("api_keys", {
   prefix: text("prefix").notNull(),
   createdAt: text("created_at").notNull(),
   revokedAt: text("revoked_at"),
+  /** JSON array of scopes (auth/scopes.ts); null is full access. */
+  scopes: text("scopes", { mode: "json" }).$type<string[]>(),
 });
 
 export const signingKeys = sqliteTable("signing_keys", {

@@ -218,6 +218,7 @@ export async function submitAsLinkedAccount(
     handle: account.handle,
     roles: account.roles as Role[],
     via: "api_key",
+    scopes: ["full"],
   };
   return submitBundle(env, db, principal, bytes);
 }
