@@ -3,7 +3,32 @@ import { generateKeyPairSync, randomBytes } from "node:crypto";
 import { mkdtemp, readdir, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
-import { convertV4MiniflareOptions, Miniflare } from "miniflare";
+import { convertV4MiniflareOptions, Log, LogLevel, Miniflare } from "miniflare";
+
+/** Miniflare's queue broker reports every delivered batch as `QUEUE <queue> <acked>/<total> (<ms>ms)`. */
+const QUEUE_BATCH_LINE = /QUEUE\s+(\S+)\s+(\d+)\/(\d+)\s+\((\d+)ms\)/;
+
+/** A Miniflare log that prints nothing and hands each delivered queue batch to `onQueueBatch`. */
+class QueueBatchLog extends Log {
+  constructor(onQueueBatch) {
+    super(LogLevel.INFO);
+    this.onQueueBatch = onQueueBatch;
+  }
+
+  log(message) {
+    // biome-ignore lint/suspicious/noControlCharactersInRegex: strips ANSI colours from Miniflare's lines
+    const match = QUEUE_BATCH_LINE.exec(message.replace(/\u001b\[[0-9;]*m/g, ""));
+    if (match) {
+      this.onQueueBatch({
+        at: Date.now(),
+        queue: match[1],
+        acked: Number(match[2]),
+        total: Number(match[3]),
+        ms: Number(match[4]),
+      });
+    }
+  }
+}
 
 const WORKER_NAME = "soma-agent-edge";
 const BUILD_TIMEOUT_MS = 120_000;
@@ -61,19 +86,35 @@ async function applyMigrations(db, dir, splitSqlQuery) {
  * Starts the Worker on the Miniflare API: one workerd, no dev proxy, the bindings of wrangler.toml, fresh
  * secrets and state in a temp directory. The static assets are left out: every route measured here is
  * matched by `run_worker_first`, so the Worker answers them itself.
+ *
+ * By default the cron and the queue consumers are left out (request handling only). Benches of the
+ * background paths pass `queueConsumers: true` to keep every consumer of wrangler.toml, with the same
+ * batch settings (or a list of the queue names whose consumers to keep), and `bindings` for what those
+ * consumers talk to (e.g. the ClickHouse vars). `extraWorkers` (Miniflare v4-style worker options, or a
+ * function of `{ name, queueConsumers }`: the platform Worker's name and the consumers wrangler.toml declares)
+ * run in the same workerd beside the platform, e.g. a stand-in consumer for a queue whose platform consumer
+ * is left out.
  * @param {string} root the repository root
+ * @param {{ queueConsumers?: boolean | string[], bindings?: Record<string, string>, extraWorkers?: object[] | ((platform: { name: string, queueConsumers: Record<string, object> }) => object[]), onQueueBatch?: (batch: { at: number, queue: string, acked: number, total: number, ms: number }) => void, onLog?: (log: { timestamp: number, level: string, message: string }) => void }} [options]
+ *   `onLog` sees every structured log line of workerd (console.* of the Worker), as it arrives.
+ *   `onQueueBatch` sees every batch a queue delivered to its consumer: `{ at, queue, acked, total, ms }`
+ *   (from Miniflare's own log; `ms` is how long the consumer took).
  */
-export async function startPlatform(root) {
+export async function startPlatform(root, options = {}) {
   const work = await mkdtemp(join(tmpdir(), "soma-bench-"));
   try {
-    return await startIn(root, work);
+    return await startIn(root, work, options);
   } catch (error) {
     await rm(work, { recursive: true, force: true });
     throw error;
   }
 }
 
-async function startIn(root, work) {
+async function startIn(
+  root,
+  work,
+  { queueConsumers = false, bindings = {}, extraWorkers = [], onLog, onQueueBatch } = {},
+) {
   const started = performance.now();
   const scriptPath = await buildWorker(root, join(work, "build"));
   const buildMs = performance.now() - started;
@@ -91,18 +132,26 @@ async function startIn(root, work) {
   delete workerOptions.modulesRules;
   delete workerOptions.assets;
   // Cron ticks and queue consumers (analytics into ClickHouse, which the bench does not run) would add
-  // background work in the middle of a measurement; events wait in their queues instead.
+  // background work in the middle of a measurement; events wait in their queues instead. Benches of the
+  // queues keep the consumers (the cron stays out: it only re-sends outbox rows older than 30 s).
   workerOptions.cronTriggers = [];
-  workerOptions.queueConsumers = {};
+  const configuredConsumers = { ...(workerOptions.queueConsumers ?? {}) };
+  if (Array.isArray(queueConsumers)) {
+    workerOptions.queueConsumers = Object.fromEntries(
+      Object.entries(workerOptions.queueConsumers ?? {}).filter(([queue]) => queueConsumers.includes(queue)),
+    );
+  } else if (!queueConsumers) workerOptions.queueConsumers = {};
 
   const workerErrors = [];
   const mf = new Miniflare(
     convertV4MiniflareOptions({
       host: "127.0.0.1",
       port: 0,
+      ...(onQueueBatch ? { log: new QueueBatchLog(onQueueBatch) } : {}),
       resourcePersistencePath: join(work, "state"),
       handleStructuredLogs: (log) => {
         if (log.level === "error") workerErrors.push(log.message);
+        onLog?.(log);
       },
       workers: [
         {
@@ -112,8 +161,11 @@ async function startIn(root, work) {
           modules: true,
           scriptPath,
           modulesRoot: dirname(scriptPath),
-          bindings: { ...workerOptions.bindings, ...secrets },
+          bindings: { ...workerOptions.bindings, ...bindings, ...secrets },
         },
+        ...(typeof extraWorkers === "function"
+          ? extraWorkers({ name: WORKER_NAME, queueConsumers: configuredConsumers })
+          : extraWorkers),
       ],
     }),
   );
