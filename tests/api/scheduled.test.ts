@@ -38,6 +38,38 @@ describe("scheduled recovery", () => {
     expect(left.results.map((r) => r.id)).toEqual(["evt_fresh"]);
   });
 
+  it("closes an approved submission whose version another submission already published, keeping its bytes", async () => {
+    const author = await signup();
+    const name = `${author.handle}/published-once`;
+    const first = (await (await upload(author.apiKey, await bundle({ name }))).json()) as SubmissionBody;
+    expect(first.submission.status).toBe("published");
+    const before = await (await api(`/v1/capsules/${name}/versions/1.0.0/bundle`)).arrayBuffer();
+    // An approved duplicate as it could exist before open submissions were unique per name@version; the
+    // first row steps out of the unique index so the duplicate can be written at all.
+    const legacyId = "sub_legacy_duplicate";
+    await env.DB.prepare("UPDATE submissions SET status = 'superseded' WHERE id = ?")
+      .bind(first.submission.id)
+      .run();
+    await env.DB.prepare(
+      `INSERT INTO submissions (id, account_id, name, version, status, risk_score, findings, manifest, sha256, size,
+         bundle_key, reviewer_id, decision_notes, decided_at, created_at)
+       SELECT ?, account_id, name, version, 'approved', risk_score, findings, manifest, 'f00d', size,
+         bundle_key, reviewer_id, decision_notes, ?, created_at FROM submissions WHERE id = ?`,
+    )
+      .bind(legacyId, new Date(Date.now() - 120_000).toISOString(), first.submission.id)
+      .run();
+    await runCron();
+    const legacy = await env.DB.prepare(
+      "SELECT status, decision_notes AS notes FROM submissions WHERE id = ?",
+    )
+      .bind(legacyId)
+      .first<{ status: string; notes: string }>();
+    expect(legacy?.status).toBe("rejected");
+    expect(legacy?.notes).toContain(first.submission.id);
+    const after = await (await api(`/v1/capsules/${name}/versions/1.0.0/bundle`)).arrayBuffer();
+    expect(Buffer.from(after).equals(Buffer.from(before))).toBe(true);
+  });
+
   it("finishes publishing a submission approved just before a crash", async () => {
     const author = await signup();
     const name = `${author.handle}/interrupted`;

@@ -76,6 +76,29 @@ describe("POST /v1/capsules", () => {
     expect((await api(`/v1/capsules/${author.handle}/risky`)).status).toBe(404);
   });
 
+  it("accepts one of two uploads of the same new version racing each other and answers 409 to the other", async () => {
+    const author = await signup();
+    const name = `${author.handle}/twin`;
+    const bodies = await Promise.all([
+      bundle({ name, description: "first of the twins" }),
+      bundle({ name, description: "second of the twins" }),
+    ]);
+    const responses = await Promise.all(bodies.map((body) => upload(author.apiKey, body)));
+    expect(responses.map((r) => r.status).sort()).toEqual([201, 409]);
+    const open = await env.DB.prepare(
+      "SELECT sha256 FROM submissions WHERE name = ? AND status IN ('pending_review', 'approved', 'published')",
+    )
+      .bind(name)
+      .all<{ sha256: string }>();
+    expect(open.results).toHaveLength(1);
+    // The published bytes are the winner's, exactly.
+    const served = await api(`/v1/capsules/${name}/versions/1.0.0/bundle`);
+    const digest = Buffer.from(await crypto.subtle.digest("SHA-256", await served.arrayBuffer())).toString(
+      "hex",
+    );
+    expect(digest).toBe(open.results[0]?.sha256);
+  });
+
   it("answers 409 for a name@version that exists, and never reuses it", async () => {
     const author = await signup();
     await publish(author.apiKey, { name: `${author.handle}/dup` });

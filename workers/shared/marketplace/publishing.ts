@@ -1,4 +1,4 @@
-import { eq, inArray, sql } from "drizzle-orm";
+import { and, eq, inArray, sql } from "drizzle-orm";
 import semver from "semver";
 import { type Database, newId, nowIso } from "../db/client";
 import { accounts, capsules, capsulesFts, capsuleTags, capsuleVersions, submissions } from "../db/schema";
@@ -7,6 +7,7 @@ import type { CapsuleManifest } from "../domain/manifest";
 import { namespaceOf } from "../domain/manifest";
 import { priceChange, priceOfManifest } from "../economics/prices";
 import { sha256Hex, toBase64, utf8 } from "../encoding";
+import { AppError } from "../errors";
 import { cloudEvent, outboxInsert } from "../events/outbox";
 import { createAttestation, IN_TOTO_STATEMENT_TYPE, PUBLISH_PREDICATE_TYPE } from "../signing/attestation";
 import { loadSigningKey, signDer } from "../signing/keys";
@@ -73,6 +74,27 @@ export async function publishSubmission(
   if (already) {
     await db.update(submissions).set({ status: "published" }).where(eq(submissions.id, row.id));
     return;
+  }
+  // Published objects are immutable: a version already published by another submission is never
+  // overwritten in R2. This submission is closed instead, so the cron stops retrying it.
+  const [taken] = await db
+    .select({ submissionId: capsuleVersions.submissionId })
+    .from(capsuleVersions)
+    .where(and(eq(capsuleVersions.name, row.name), eq(capsuleVersions.version, row.version)))
+    .limit(1);
+  if (taken) {
+    await db
+      .update(submissions)
+      .set({
+        status: "rejected",
+        decisionNotes: `${row.name}@${row.version} was already published by submission ${taken.submissionId}`,
+      })
+      .where(eq(submissions.id, row.id));
+    throw new AppError(
+      "CONFLICT",
+      `${row.name}@${row.version} already exists; versions are never reused, bump the version`,
+      { path: "metadata.version" },
+    );
   }
 
   const bytes = await readObject(env.BUNDLES, row.bundleKey);

@@ -353,6 +353,22 @@ export async function publishPendingApprovals(env: PublishEnv, db: Database): Pr
       ),
     )
     .limit(20);
-  for (const row of rows) await publishSubmission(env, db, row);
-  return rows.length;
+  let published = 0;
+  // One submission that cannot be published must not hold back the approvals queued behind it.
+  for (const row of rows) {
+    try {
+      await publishSubmission(env, db, row);
+      published += 1;
+    } catch (error) {
+      console.error(
+        JSON.stringify({
+          level: "error",
+          msg: "publishing an approved submission failed",
+          submissionId: row.id,
+          error: String(error),
+        }),
+      );
+    }
+  }
+  return published;
 }
