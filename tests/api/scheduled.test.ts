@@ -2,6 +2,7 @@ import { createExecutionContext, createScheduledController, waitOnExecutionConte
 import { env } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
 import worker from "../../workers/index";
+import { sha256Hex } from "../../workers/shared/encoding";
 import { api, bundle, countRows, type SubmissionBody, signup, upload } from "../helpers";
 
 async function runCron(): Promise<void> {
@@ -67,7 +68,7 @@ describe("scheduled recovery", () => {
     expect(legacy?.status).toBe("rejected");
     expect(legacy?.notes).toContain(first.submission.id);
     const after = await (await api(`/v1/capsules/${name}/versions/1.0.0/bundle`)).arrayBuffer();
-    expect(Buffer.from(after).equals(Buffer.from(before))).toBe(true);
+    expect(await sha256Hex(new Uint8Array(after))).toBe(await sha256Hex(new Uint8Array(before)));
   });
 
   it("finishes publishing a submission approved just before a crash", async () => {
