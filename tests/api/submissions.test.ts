@@ -94,9 +94,7 @@ describe("POST /v1/capsules", () => {
     expect(open.results).toHaveLength(1);
     // The published bytes are the winner's, exactly.
     const served = await api(`/v1/capsules/${name}/versions/1.0.0/bundle`);
-    const digest = Buffer.from(await crypto.subtle.digest("SHA-256", await served.arrayBuffer())).toString(
-      "hex",
-    );
+    const digest = await sha256Hex(new Uint8Array(await served.arrayBuffer()));
     expect(digest).toBe(open.results[0]?.sha256);
   });
 
