@@ -49,7 +49,7 @@ export const budgetRoutes = new Hono<AppEnv>()
           },
         );
       }
-      const stub = await projectFor(c.env, db, principal, scope.projectId);
+      const stub = await projectFor(c.env, db, principal, scope.projectId, "manage");
       const project = unwrap(await stub.setBudget(body.limitTokens, body.softPct));
       return c.json({ budget: { scope: `project:${project.id}`, softPct: body.softPct, ...project.budget } });
     }

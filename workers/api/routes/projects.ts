@@ -45,7 +45,7 @@ export const projectRoutes = new Hono<AppEnv>()
   })
   .post("/:id/cancel", signedIn, pathParams(projectParams), async (c) => {
     const principal = requirePrincipal(c.get("principal"));
-    const stub = await projectFor(c.env, database(c.env.DB), principal, c.req.valid("param").id);
+    const stub = await projectFor(c.env, database(c.env.DB), principal, c.req.valid("param").id, "manage");
     return c.json({ project: unwrap(await stub.cancel(principal.handle ?? "admin")) });
   })
   .get("/:id/report", signedIn, pathParams(projectParams), async (c) => {

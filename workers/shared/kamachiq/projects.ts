@@ -129,21 +129,30 @@ export async function createProject(
   return snapshot;
 }
 
-/** The caller's coordinator stub for a project they may see (owner, reviewer or admin). */
+/**
+ * The caller's coordinator stub for a project. Owners, reviewers and admins may see it (and decide gated tasks);
+ * only the owner or an admin may `manage` it (cancel it, change its budget): a reviewer judges work, never
+ * spends or stops someone else's money.
+ */
 export async function projectFor(
   env: ProjectEnv,
   db: Database,
   principal: Principal,
   projectId: string,
+  access: "view" | "manage" = "view",
 ): Promise<CoordinatorApi> {
   const [row] = await db
     .select({ ownerId: projects.ownerId })
     .from(projects)
     .where(eq(projects.id, projectId))
     .limit(1);
-  const privileged = principal.roles.includes("reviewer") || principal.roles.includes("admin");
-  if (!row || (row.ownerId !== principal.accountId && !privileged))
-    throw new AppError("NOT_FOUND", `No project ${projectId}`);
+  const owner = row !== undefined && row.ownerId === principal.accountId;
+  const admin = principal.roles.includes("admin");
+  const privileged = admin || principal.roles.includes("reviewer");
+  if (!row || (!owner && !privileged)) throw new AppError("NOT_FOUND", `No project ${projectId}`);
+  if (access === "manage" && !owner && !admin) {
+    throw new AppError("FORBIDDEN", "Only the project's owner or an admin may change it");
+  }
   return coordinator(env, projectId);
 }
 
