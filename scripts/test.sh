@@ -75,6 +75,8 @@ if ! run "Checking worker-configuration.d.ts against wrangler.toml" \
   echo "worker-configuration.d.ts is out of date: run \`npm run types\` and commit the result" >&2
 fi
 run "Lint and format (biome)" npx biome check .
+# Advisories for the packages the Worker ships: any high or critical one fails (scripts/audit.mjs).
+run "npm audit --omit=dev (no high or critical)" node scripts/audit.mjs
 run "Type check: Worker" npx tsc --noEmit -p tsconfig.json
 if [ -f tests/tsconfig.json ]; then
   run "Type check: Workers tests" npx tsc --noEmit -p tests/tsconfig.json
