@@ -1,4 +1,6 @@
 import { DurableObject } from "cloudflare:workers";
+import { Logger, traceFields } from "../workers/shared/observability/logger";
+import { continueTrace } from "../workers/shared/observability/trace";
 import { migrateAccountBudgetSchema } from "./account-budget.schema";
 
 /** A monthly token (and optional spend) budget for one account. */
@@ -97,8 +99,17 @@ export class AccountBudget extends DurableObject<Env> {
     };
   }
 
-  /** Holds `tokens` for an attempt if the hard limit allows; a repeated call for the same attempt is a no-op. */
-  async reserve(attemptId: string, projectId: string, tokens: number, microUsd = 0): Promise<ReserveResult> {
+  /**
+   * Holds `tokens` for an attempt if the hard limit allows; a repeated call for the same attempt is a no-op.
+   * `traceparent` is the caller's trace, carried into any alert this call raises.
+   */
+  async reserve(
+    attemptId: string,
+    projectId: string,
+    tokens: number,
+    microUsd = 0,
+    traceparent?: string,
+  ): Promise<ReserveResult> {
     await this.expireStale();
     if (this.row("SELECT 1 AS x FROM reservations WHERE attempt_id = ?", attemptId)) return { ok: true };
     const config = this.config();
@@ -108,7 +119,7 @@ export class AccountBudget extends DurableObject<Env> {
       if (config.limitTokens !== null) {
         const hard = Math.floor(((config.limitTokens + counters.carried) * config.hardPct) / 100);
         if (counters.spent + counters.reserved + tokens > hard) {
-          await this.alert(period, "hard", { spentTokens: counters.spent, limitTokens: hard });
+          await this.alert(period, "hard", { spentTokens: counters.spent, limitTokens: hard }, traceparent);
           return {
             ok: false,
             reason: `The account's monthly token budget (${hard} tokens) would be exceeded`,
@@ -118,7 +129,12 @@ export class AccountBudget extends DurableObject<Env> {
       if (config.limitMicroUsd !== null) {
         const hardUsd = Math.floor((config.limitMicroUsd * config.hardPct) / 100);
         if (counters.spentMicroUsd + counters.reservedMicroUsd + microUsd > hardUsd) {
-          await this.alert(period, "hard", { spentMicroUsd: counters.spentMicroUsd, limitMicroUsd: hardUsd });
+          await this.alert(
+            period,
+            "hard",
+            { spentMicroUsd: counters.spentMicroUsd, limitMicroUsd: hardUsd },
+            traceparent,
+          );
           return { ok: false, reason: `The account's monthly spend limit (${hardUsd} micro-USD) is reached` };
         }
       }
@@ -137,7 +153,7 @@ export class AccountBudget extends DurableObject<Env> {
   }
 
   /** Replaces an attempt's reservation with what it really used; a second call changes nothing. */
-  async settle(attemptId: string, tokens: number, microUsd = 0): Promise<void> {
+  async settle(attemptId: string, tokens: number, microUsd = 0, traceparent?: string): Promise<void> {
     const reservation = this.row("SELECT * FROM reservations WHERE attempt_id = ?", attemptId);
     if (!reservation || Number(reservation.settled) === 1) return;
     this.sql.exec(
@@ -152,11 +168,12 @@ export class AccountBudget extends DurableObject<Env> {
       const counters = this.counters(period);
       const limit = config.limitTokens + counters.carried;
       if (counters.spent >= (limit * config.softPct) / 100) {
-        await this.alert(period, "soft", {
-          spentTokens: counters.spent,
-          limitTokens: limit,
-          softPct: config.softPct,
-        });
+        await this.alert(
+          period,
+          "soft",
+          { spentTokens: counters.spent, limitTokens: limit, softPct: config.softPct },
+          traceparent,
+        );
       }
     }
   }
@@ -233,7 +250,12 @@ export class AccountBudget extends DurableObject<Env> {
     };
   }
 
-  private async alert(period: string, level: "soft" | "hard", data: Record<string, number>): Promise<void> {
+  private async alert(
+    period: string,
+    level: "soft" | "hard",
+    data: Record<string, number>,
+    traceparent: string | undefined,
+  ): Promise<void> {
     const at = new Date().toISOString();
     const inserted = this.sql
       .exec(
@@ -256,14 +278,17 @@ export class AccountBudget extends DurableObject<Env> {
           subject: `account/${accountId}`,
           datacontenttype: "application/json",
           data: { accountId, period, level, ...data },
+          ...(traceparent ? { traceparent } : {}),
         },
         { contentType: "json" },
       );
     } catch (error) {
       // The alert row stays; the event id is stable, so a later crossing in another period is unaffected.
-      console.error(
-        JSON.stringify({ level: "error", msg: "budget alert send failed", error: String(error) }),
-      );
+      new Logger({
+        component: "AccountBudget",
+        requestId: `budget:${accountId}:${period}:${level}`,
+        ...traceFields(continueTrace(traceparent)),
+      }).error("budget alert send failed", { error });
     }
   }
 

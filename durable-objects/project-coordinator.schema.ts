@@ -134,6 +134,11 @@ const MIGRATIONS: SqlMigration[] = [
       ALTER TABLE project ADD COLUMN max_spend_micro_usd INTEGER;
     `,
   },
+  {
+    version: 6,
+    // The W3C trace of the request that created the project: every agent task, runner job and event carries it.
+    sql: "ALTER TABLE project ADD COLUMN traceparent TEXT;",
+  },
 ];
 
 export function migrateCoordinatorSchema(sql: SqlStorage): void {

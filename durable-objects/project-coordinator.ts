@@ -10,6 +10,7 @@ import type { CoordinatorApi, ProjectReport } from "../workers/shared/kamachiq/c
 import { type PinnedTask, planTasks } from "../workers/shared/kamachiq/planning";
 import { type GateResult, gateScore, plannerOutputSchema } from "../workers/shared/kamachiq/spec";
 import {
+  type AgentTaskMessage,
   type AttemptContext,
   type CoordinatorResult,
   type JsonValue,
@@ -21,6 +22,8 @@ import {
   type TaskView,
   TERMINAL_PROJECT,
 } from "../workers/shared/kamachiq/types";
+import { type LogFields, Logger, traceFields } from "../workers/shared/observability/logger";
+import { continueTrace, parseTraceparent } from "../workers/shared/observability/trace";
 import type { AccountBudget } from "./account-budget";
 import { migrateCoordinatorSchema } from "./project-coordinator.schema";
 
@@ -41,6 +44,8 @@ export interface CoordinatorCreateInput {
   /** True when `tasks` holds only the planning task whose output becomes the graph. */
   planning: boolean;
   tasks: PinnedTask[];
+  /** The creating request's W3C traceparent; the project's agent tasks, runner jobs and events continue it. */
+  traceparent?: string;
 }
 
 type Row = Record<string, SqlStorageValue>;
@@ -109,7 +114,11 @@ export class ProjectCoordinator extends DurableObject<Env> implements Coordinato
         now,
         now,
       );
-      this.sql.exec("UPDATE project SET max_spend_micro_usd = ?", input.maxSpendMicroUsd);
+      this.sql.exec(
+        "UPDATE project SET max_spend_micro_usd = ?, traceparent = ?",
+        input.maxSpendMicroUsd,
+        parseTraceparent(input.traceparent) ? input.traceparent : null,
+      );
       this.insertTasks(input.tasks, planning);
       this.emit("project.created", null, {
         name: input.name,
@@ -290,6 +299,9 @@ export class ProjectCoordinator extends DurableObject<Env> implements Coordinato
         chargedTokens: charged,
         outcome: outcome.status === "succeeded" ? "success" : "failure",
         ...(outcome.usage.model ? { model: outcome.usage.model } : {}),
+        runtime: String(task.runtime),
+        durationMs: Math.max(0, Date.now() - Date.parse(String(attempt.started_at ?? attempt.dispatched_at))),
+        ...(outcome.status === "failed" ? { errorCode: outcome.error.code } : {}),
       });
       if (String(task.status) === "cancelled") return;
 
@@ -738,7 +750,7 @@ export class ProjectCoordinator extends DurableObject<Env> implements Coordinato
    * budget and dispatches within the parallelism cap, then settles the project status. Safe to call any time.
    */
   private async advance(): Promise<void> {
-    const messages: { body: { projectId: string; attemptId: string } }[] = [];
+    const messages: { body: AgentTaskMessage }[] = [];
     let statusChanged = false;
     // Phase 1: unblock and skip tasks, pick what could start now (no writes to attempts yet).
     const candidates = this.ctx.storage.transactionSync(() => {
@@ -757,6 +769,7 @@ export class ProjectCoordinator extends DurableObject<Env> implements Coordinato
         this.projectId(),
         candidate.tokens,
         candidate.microUsd,
+        this.traceparent(),
       );
       if (result.ok) approved.push(candidate);
       else {
@@ -791,9 +804,7 @@ export class ProjectCoordinator extends DurableObject<Env> implements Coordinato
         });
       } catch (error) {
         // The lease job re-queues these attempts; nothing is lost, only delayed.
-        console.error(
-          JSON.stringify({ level: "error", msg: "agent-tasks send failed", error: String(error) }),
-        );
+        this.log().error("agent-tasks send failed", { attempts: messages.length, error });
       }
     }
     await Promise.all([
@@ -870,7 +881,7 @@ export class ProjectCoordinator extends DurableObject<Env> implements Coordinato
   private startCandidate(
     project: Row,
     candidate: Candidate,
-    messages: { body: { projectId: string; attemptId: string } }[],
+    messages: { body: AgentTaskMessage }[],
   ): boolean {
     const task = this.row("SELECT * FROM tasks WHERE id = ?", candidate.taskId);
     if (task?.status !== "ready") return false;
@@ -904,7 +915,10 @@ export class ProjectCoordinator extends DurableObject<Env> implements Coordinato
     this.schedule(`lease:${attemptId}`, "lease", attemptId, Date.now() + this.leaseMs());
     this.setTaskStatus(String(task.id), "queued");
     this.emit("task.dispatched", String(task.id), { attemptId, attempt: n, reason, reservedTokens: need });
-    messages.push({ body: { projectId: String(project.id), attemptId } });
+    const traceparent = this.traceparent();
+    messages.push({
+      body: { projectId: String(project.id), attemptId, ...(traceparent ? { traceparent } : {}) },
+    });
     return true;
   }
 
@@ -1071,6 +1085,24 @@ export class ProjectCoordinator extends DurableObject<Env> implements Coordinato
     for (const writer of this.streams) writer.write(frame).catch(() => this.streams.delete(writer));
   }
 
+  /** The project's trace (null for projects created before traces were kept, or without one). */
+  private traceparent(): string | undefined {
+    const value = this.project()?.traceparent;
+    return typeof value === "string" ? value : undefined;
+  }
+
+  /** A logger for this object's work, on the project's trace. */
+  private log(fields: LogFields = {}): Logger {
+    const project = this.project();
+    return new Logger({
+      component: "ProjectCoordinator",
+      requestId: null,
+      projectId: project ? String(project.id) : null,
+      ...traceFields(continueTrace(this.traceparent())),
+      ...fields,
+    });
+  }
+
   private projectId(): string {
     return String(this.project()?.id ?? "");
   }
@@ -1098,19 +1130,13 @@ export class ProjectCoordinator extends DurableObject<Env> implements Coordinato
         this.row("SELECT spend_micro_usd AS s FROM attempts WHERE id = ?", attemptId)?.s ?? 0,
       );
       try {
-        if (charged) await this.accountBudget().settle(attemptId, Number(charged.tokens), spend);
+        if (charged)
+          await this.accountBudget().settle(attemptId, Number(charged.tokens), spend, this.traceparent());
         else await this.accountBudget().release(attemptId);
         this.sql.exec("DELETE FROM schedule WHERE id = ?", job.id);
       } catch (error) {
         this.sql.exec("UPDATE schedule SET due_at = ? WHERE id = ?", Date.now() + 10_000, job.id);
-        console.error(
-          JSON.stringify({
-            level: "error",
-            msg: "account budget sync failed",
-            attemptId,
-            error: String(error),
-          }),
-        );
+        this.log().error("account budget sync failed", { attemptId, error });
       }
     }
   }
@@ -1149,14 +1175,7 @@ export class ProjectCoordinator extends DurableObject<Env> implements Coordinato
         this.sql.exec("DELETE FROM schedule WHERE id = ?", job.id);
       } catch (error) {
         this.sql.exec("UPDATE schedule SET due_at = ? WHERE id = ?", Date.now() + 10_000, job.id);
-        console.error(
-          JSON.stringify({
-            level: "error",
-            msg: "execution record failed",
-            attemptId: job.ref,
-            error: String(error),
-          }),
-        );
+        this.log().error("execution record failed", { attemptId: job.ref, error });
       }
     }
     await flushOutbox(db, this.env);
@@ -1168,6 +1187,7 @@ export class ProjectCoordinator extends DurableObject<Env> implements Coordinato
     if (!project) return;
     const rows = this.sql.exec<Row>("SELECT * FROM events WHERE sent = 0 ORDER BY seq LIMIT 100").toArray();
     if (rows.length === 0) return;
+    const traceparent = this.traceparent();
     try {
       await this.env.EVENTS.sendBatch(
         rows.map((e) => {
@@ -1189,6 +1209,7 @@ export class ProjectCoordinator extends DurableObject<Env> implements Coordinato
                 accountId: String(project.owner_id),
                 ...(e.task_id ? { taskId: e.task_id } : {}),
               },
+              ...(traceparent ? { traceparent } : {}),
             },
           };
         }),
@@ -1196,7 +1217,7 @@ export class ProjectCoordinator extends DurableObject<Env> implements Coordinato
       const last = Number(rows[rows.length - 1]!.seq);
       this.sql.exec("UPDATE events SET sent = 1 WHERE sent = 0 AND seq <= ?", last);
     } catch (error) {
-      console.error(JSON.stringify({ level: "error", msg: "events send failed", error: String(error) }));
+      this.log().error("events send failed", { error });
     }
   }
 
@@ -1237,9 +1258,7 @@ export class ProjectCoordinator extends DurableObject<Env> implements Coordinato
         ),
       ]);
     } catch (error) {
-      console.error(
-        JSON.stringify({ level: "error", msg: "project index sync failed", error: String(error) }),
-      );
+      this.log().error("project index sync failed", { error });
     }
   }
 

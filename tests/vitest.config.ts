@@ -38,6 +38,8 @@ export default defineConfig(async () => {
               ...testSecrets,
               // Fast retries and short leases keep the KAMACHIQ tests quick; the logic is the same at any scale.
               KAMACHIQ_RETRY_BASE_MS: "50",
+              // The optional scrape-only token of GET /metrics.
+              METRICS_TOKEN: `test-metrics-${randomBytes(16).toString("hex")}`,
               CLICKHOUSE_URL: clickhouse.url,
               CLICKHOUSE_DATABASE: clickhouse.database,
               CLICKHOUSE_USER: clickhouse.user,
@@ -54,6 +56,8 @@ export default defineConfig(async () => {
       globalSetup: [path.join(root, "tests/clickhouse-global-setup.ts")],
       setupFiles: [path.join(root, "tests/setup.ts")],
       testTimeout: 30_000,
+      // The Worker's info-level JSON lines (one access log per request) would drown the test output.
+      onConsoleLog: (log: string) => !log.startsWith('{"time"') || !log.includes('"level":"info"'),
     },
   };
 });

@@ -1,9 +1,12 @@
 import { resolve } from "node:path";
+import { Logger, type LogLevel, traceFields } from "../../workers/shared/observability/logger.ts";
+import { continueTrace, type TraceContext } from "../../workers/shared/observability/trace.ts";
 import { integerOption, listOption, stringOption } from "../args.ts";
 import { COMMON_HELP, type Command } from "../command.ts";
 import { requireToken, resolveConnection } from "../config.ts";
 import { UsageError } from "../errors.ts";
 import { defaultRunnerId, Runner, type RunnerEvent } from "../lib/runner.ts";
+import type { RunnerJob } from "../lib/runner-api.ts";
 import { RunnerApi } from "../lib/runner-api.ts";
 import type { Io } from "../output.ts";
 
@@ -13,24 +16,51 @@ function clock(): string {
   return new Date().toISOString().slice(11, 19);
 }
 
-/** One line per event for people, or one JSON object per line with --json. */
+const LEVEL: Record<RunnerEvent["type"], LogLevel> = {
+  started: "info",
+  claimed: "info",
+  finished: "info",
+  lost: "warn",
+  warning: "warn",
+  stopping: "info",
+  abandoning: "warn",
+  stopped: "info",
+};
+
+/**
+ * One line per event for people, or with --json the platform's structured log lines (one JSON object each,
+ * with the job's attempt id as requestId and its trace ids), so runner logs join the platform's by trace.
+ */
 function printer(io: Io, json: boolean): (event: RunnerEvent) => void {
+  const log = new Logger({ component: "runner" }, { sink: (_level, text) => io.stdout(`${text}\n`) });
+  // One span per job: the runner's work continues the span of the agent that queued the job.
+  const spans = new Map<string, TraceContext>();
+  const spanOf = (job: RunnerJob): TraceContext => {
+    const known = spans.get(job.attemptId);
+    if (known) return known;
+    const span = continueTrace(job.traceparent);
+    spans.set(job.attemptId, span);
+    return span;
+  };
   return (event) => {
     if (json) {
-      const { job, ...rest } = event as RunnerEvent & { job?: Record<string, unknown> };
+      const { job, ...rest } = event as RunnerEvent & { job?: RunnerJob };
       const summary = job
         ? {
-            attemptId: job.attemptId,
-            projectId: job.projectId,
-            taskId: job.taskId,
-            capsule: job.capsule,
-            version: job.version,
-            claims: job.claims,
+            requestId: job.attemptId,
+            ...traceFields(spanOf(job)),
+            job: {
+              attemptId: job.attemptId,
+              projectId: job.projectId,
+              taskId: job.taskId,
+              capsule: job.capsule,
+              version: job.version,
+              claims: job.claims,
+            },
           }
         : {};
-      io.stdout(
-        `${JSON.stringify({ at: new Date().toISOString(), ...rest, ...(job ? { job: summary } : {}) })}\n`,
-      );
+      log[LEVEL[event.type]](event.type, { ...rest, ...summary });
+      if (job && (event.type === "finished" || event.type === "lost")) spans.delete(job.attemptId);
       return;
     }
     const line = (text: string) => io.stdout(`[${clock()}] ${text}\n`);
@@ -41,7 +71,8 @@ function printer(io: Io, json: boolean): (event: RunnerEvent) => void {
       case "claimed":
         line(
           `claimed ${event.job.attemptId}: task ${event.job.taskId} of project ${event.job.projectId.slice(0, 12)}, ` +
-            `${event.job.capsule}@${event.job.version} (claim ${event.job.claims}, time limit ${event.job.timeoutSeconds} s)`,
+            `${event.job.capsule}@${event.job.version} (claim ${event.job.claims}, time limit ${event.job.timeoutSeconds} s` +
+            `${event.job.traceparent ? `, trace ${spanOf(event.job).traceId}` : ""})`,
         );
         break;
       case "finished":
@@ -69,6 +100,7 @@ function printer(io: Io, json: boolean): (event: RunnerEvent) => void {
         line(`stopped after ${event.jobs} job(s)`);
         break;
     }
+    if (event.type === "finished" || event.type === "lost") spans.delete(event.job.attemptId);
   };
 }
 

@@ -24,6 +24,8 @@ export const runnerJobSchema = z.looseObject({
   permissions: z.array(z.string()),
   leaseUntil: z.string(),
   claims: z.number().int().min(1),
+  /** The W3C trace of the project that queued the job (absent from servers that predate it). */
+  traceparent: z.string().max(55).optional(),
 });
 
 export type RunnerJob = z.output<typeof runnerJobSchema>;
@@ -84,9 +86,16 @@ export class RunnerApi {
   private async request(
     method: string,
     path: string,
-    options: { json?: unknown; signal?: AbortSignal; timeoutMs?: number; auth?: boolean } = {},
+    options: {
+      json?: unknown;
+      signal?: AbortSignal;
+      timeoutMs?: number;
+      auth?: boolean;
+      traceparent?: string;
+    } = {},
   ): Promise<Response> {
     const headers = new Headers({ accept: "application/json" });
+    if (options.traceparent) headers.set("traceparent", options.traceparent);
     if (options.auth !== false) headers.set("authorization", `Bearer ${this.token}`);
     if (options.json !== undefined) headers.set("content-type", "application/json");
     const timeout = AbortSignal.timeout(options.timeoutMs ?? REQUEST_TIMEOUT_MS);
@@ -131,10 +140,14 @@ export class RunnerApi {
     return parsed.data;
   }
 
-  /** Extends the lease; throws ApiError INVALID_STATE (409) when another runner holds the job now. */
-  async heartbeat(attemptId: string): Promise<string> {
+  /**
+   * Extends the lease; throws ApiError INVALID_STATE (409) when another runner holds the job now. Job calls
+   * send the job's `traceparent`, so the platform logs them on the project's trace.
+   */
+  async heartbeat(attemptId: string, traceparent?: string): Promise<string> {
     const response = await this.request("POST", `/v1/runners/jobs/${attemptId}/heartbeat`, {
       json: { runnerId: this.runnerId },
+      traceparent,
     });
     return ((await response.json()) as { leaseUntil: string }).leaseUntil;
   }
@@ -142,10 +155,12 @@ export class RunnerApi {
   async complete(
     attemptId: string,
     completion: JobCompletion,
+    traceparent?: string,
   ): Promise<{ settled: boolean; status: string }> {
     const response = await this.request("POST", `/v1/runners/jobs/${attemptId}/complete`, {
       json: { runnerId: this.runnerId, ...completion },
       timeoutMs: 120_000,
+      traceparent,
     });
     return (await response.json()) as { settled: boolean; status: string };
   }

@@ -284,7 +284,7 @@ export class Runner {
     const beat = async () => {
       if (stopped) return;
       try {
-        leaseUntil = Date.parse(await this.options.api.heartbeat(entry.job.attemptId));
+        leaseUntil = Date.parse(await this.options.api.heartbeat(entry.job.attemptId, entry.job.traceparent));
       } catch (error) {
         if (error instanceof ApiError && (error.status === 409 || error.status === 404)) {
           entry.lost = error.message;
@@ -312,7 +312,7 @@ export class Runner {
     let delay = 1000;
     for (let attempt = 1; ; attempt++) {
       try {
-        return await this.options.api.complete(job.attemptId, completion);
+        return await this.options.api.complete(job.attemptId, completion, job.traceparent);
       } catch (error) {
         const transient = !(error instanceof ApiError) || error.status >= 500 || error.status === 429;
         if (!transient || attempt >= 5) throw error;

@@ -3,6 +3,7 @@ import { HTTPException } from "hono/http-exception";
 import { AppError, type ErrorCode } from "../shared/errors";
 import type { AppEnv } from "./context";
 import { type ErrorBody, STATUS_BY_CODE } from "./errors";
+import { observeRequests, requestLog, requestLogger } from "./middleware/observability";
 import { requestContext } from "./middleware/request-context";
 import { apiSecurityHeaders, corsForConfiguredOrigins } from "./middleware/security";
 import { accountRoutes, apiKeyRoutes } from "./routes/accounts";
@@ -22,6 +23,7 @@ import {
 } from "./routes/community";
 import { healthRoutes } from "./routes/health";
 import { installRoutes } from "./routes/installs";
+import { metricsRoutes } from "./routes/metrics";
 import { projectRoutes, reviewTaskRoutes } from "./routes/projects";
 import { reviewRoutes } from "./routes/reviews";
 import { runnerRoutes } from "./routes/runners";
@@ -41,9 +43,13 @@ const CODE_BY_STATUS: Record<number, ErrorCode> = {
 
 /** The API: one Hono app, one sub-app per resource, one error shape. */
 export const app = new Hono<AppEnv>()
+  .use(observeRequests)
   .use(corsForConfiguredOrigins)
   .use(apiSecurityHeaders)
+  // Before requestContext: the scrape token is not a principal's bearer, so /metrics checks its own.
+  .route("/", metricsRoutes)
   .use(requestContext)
+  .use(requestLogger)
   .route("/", healthRoutes)
   .route("/.well-known", wellKnownRoutes)
   .route("/v1/schemas", schemaRoutes)
@@ -87,14 +93,7 @@ app.onError((error, c) => {
     code = CODE_BY_STATUS[error.status] ?? "BAD_REQUEST";
     message = error.message || "Bad request";
   } else {
-    console.error(
-      JSON.stringify({
-        level: "error",
-        requestId: c.get("requestId"),
-        error: String(error),
-        stack: (error as Error).stack,
-      }),
-    );
+    requestLog(c).error("unhandled error", { error });
   }
   const body: ErrorBody = { error: { code, message, requestId: c.get("requestId") ?? "unknown" } };
   if (details !== undefined) body.error.details = details;

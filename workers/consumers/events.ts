@@ -1,30 +1,46 @@
 import { z } from "zod";
 import { storeEvents } from "../shared/analytics/events";
 import { type CloudEvent, cloudEventSchema } from "../shared/events/outbox";
+import { eventMetrics } from "../shared/observability/event-metrics";
+import { Logger, traceFields } from "../shared/observability/logger";
+import { recordMetrics } from "../shared/observability/metrics-client";
+import { continueTrace } from "../shared/observability/trace";
 import { fanOutWebhooks } from "../shared/webhooks/fan-out";
 
 /** Ingestion packs many events into one message (Queues cap batches at 100 messages, not at 100 events). */
-const envelopeSchema = z.object({ events: z.array(cloudEventSchema).min(1).max(1000) }).strict();
+const envelopeSchema = z
+  .object({
+    events: z.array(cloudEventSchema).min(1).max(1000),
+    /** The ingesting request's trace; optional, so messages sent before it existed still validate. */
+    traceparent: z.string().max(55).optional(),
+  })
+  .strict();
 
 /**
  * The analytics consumer: one ClickHouse insert per batch, exactly once per event id. Malformed messages go
  * to the dead-letter queue at once; when ClickHouse is unavailable the batch is retried with backoff, and after
  * the retries are spent the queue moves it to the dead-letter queue for replay.
  */
-export async function handleEvents(batch: MessageBatch<unknown>, env: Env): Promise<void> {
-  const valid: { message: Message<unknown>; events: CloudEvent[] }[] = [];
+export async function handleEvents(
+  batch: MessageBatch<unknown>,
+  env: Env,
+  ctx: ExecutionContext,
+): Promise<void> {
+  const valid: { message: Message<unknown>; events: CloudEvent[]; traceparent?: string }[] = [];
+  const log = new Logger({ component: "consumer", queue: batch.queue });
   for (const message of batch.messages) {
     const single = cloudEventSchema.safeParse(message.body);
     if (single.success) {
-      valid.push({ message, events: [single.data] });
+      valid.push({ message, events: [single.data], traceparent: single.data.traceparent });
       continue;
     }
     const envelope = envelopeSchema.safeParse(message.body);
     if (envelope.success) {
-      valid.push({ message, events: envelope.data.events });
+      valid.push({ message, events: envelope.data.events, traceparent: envelope.data.traceparent });
       continue;
     }
     const parsed = single;
+    log.warn("invalid event message", { requestId: message.id, issue: parsed.error.issues[0]?.message });
     await env.EVENTS_DLQ.send({
       reason: `invalid event: ${parsed.error.issues[0]?.message}`,
       body: message.body as never,
@@ -32,20 +48,33 @@ export async function handleEvents(batch: MessageBatch<unknown>, env: Env): Prom
     message.ack();
   }
   if (valid.length === 0) return;
+  const events = valid.flatMap((v) => v.events);
   try {
-    await storeEvents(
-      env,
-      valid.flatMap((v) => v.events),
-    );
+    const { inserted, duplicates, stored } = await storeEvents(env, events);
     // Subscribed events go out as webhook deliveries; each (webhook, event) is recorded once, so a retried
     // batch sends nothing twice.
-    await fanOutWebhooks(
-      env,
-      valid.flatMap((v) => v.events),
-    );
+    await fanOutWebhooks(env, events);
     for (const { message } of valid) message.ack();
+    recordMetrics(env, ctx, eventMetrics(stored));
+    // One line per trace in the batch: ingestion spreads one request over several messages.
+    const byTrace = new Map<string | undefined, { messages: string[]; events: number }>();
+    for (const { message, events: sent, traceparent } of valid) {
+      const entry = byTrace.get(traceparent) ?? { messages: [], events: 0 };
+      entry.messages.push(message.id);
+      entry.events += sent.length;
+      byTrace.set(traceparent, entry);
+    }
+    for (const [traceparent, entry] of byTrace) {
+      log.info("events stored", {
+        requestId: entry.messages[0],
+        ...traceFields(continueTrace(traceparent)),
+        messages: entry.messages.length,
+        events: entry.events,
+      });
+    }
+    log.debug("events batch", { messages: valid.length, inserted, duplicates });
   } catch (error) {
-    console.error(JSON.stringify({ level: "error", msg: "events insert failed", error: String(error) }));
+    log.error("events insert failed", { messages: valid.length, error });
     for (const { message } of valid)
       message.retry({ delaySeconds: Math.min(300, 2 ** Math.min(message.attempts, 8)) });
   }

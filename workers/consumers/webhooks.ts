@@ -1,3 +1,5 @@
+import { Logger, traceFields } from "../shared/observability/logger";
+import { continueTrace } from "../shared/observability/trace";
 import { deliveryMessageSchema } from "../shared/webhooks/deliveries";
 import { attemptDelivery, retryBaseSeconds, retryDelaySeconds } from "../shared/webhooks/delivery-attempt";
 
@@ -18,22 +20,23 @@ export async function handleWebhookDeliveries(batch: MessageBatch<unknown>, env:
         message.ack();
         return;
       }
+      const log = new Logger({
+        component: "consumer",
+        queue: batch.queue,
+        requestId: message.id,
+        ...traceFields(continueTrace(parsed.data.traceparent)),
+        deliveryId: parsed.data.deliveryId,
+      });
       try {
         const outcome = await attemptDelivery(env, parsed.data, message.attempts);
+        log.info("webhook delivery attempted", { outcome: outcome.kind, attempts: message.attempts });
         if (outcome.kind === "retry" || outcome.kind === "busy") {
           message.retry({ delaySeconds: outcome.delaySeconds });
         } else {
           message.ack();
         }
       } catch (error) {
-        console.error(
-          JSON.stringify({
-            level: "error",
-            msg: "webhook delivery failed to run",
-            deliveryId: parsed.data.deliveryId,
-            error: String(error),
-          }),
-        );
+        log.error("webhook delivery failed to run", { error });
         message.retry({ delaySeconds: retryDelaySeconds(message.attempts, retryBaseSeconds(env)) });
       }
     }),

@@ -10,6 +10,7 @@ import {
 } from "../shared/agents/capabilities";
 import { callModel, type ModelRequest, modelGatewayEnv } from "../shared/agents/model-gateway";
 import { AppError } from "../shared/errors";
+import { Logger } from "../shared/observability/logger";
 
 /**
  * The only door out of a capsule's sandbox. Each method checks the permission the capsule declared before
@@ -83,15 +84,11 @@ export class CapsuleHost extends WorkerEntrypoint<Env, CapsuleHostProps> {
 
   async log(message: string): Promise<void> {
     requirePermission(this.ctx.props, "logging");
-    console.log(
-      JSON.stringify({
-        level: "info",
-        source: "capsule",
-        capsule: this.ctx.props.capsule,
-        projectId: this.ctx.props.projectId,
-        taskId: this.ctx.props.taskId,
-        message: message.slice(0, 4000),
-      }),
-    );
+    new Logger({
+      source: "capsule",
+      capsule: this.ctx.props.capsule,
+      projectId: this.ctx.props.projectId,
+      taskId: this.ctx.props.taskId,
+    }).info(message.slice(0, 4000));
   }
 }

@@ -20,6 +20,7 @@ import { findAccountByHandle } from "../../shared/db/accounts";
 import { database } from "../../shared/db/client";
 import { capsules, projects } from "../../shared/db/schema";
 import { AppError } from "../../shared/errors";
+import { formatTraceparent } from "../../shared/observability/trace";
 import type { AppEnv } from "../context";
 import { cacheFor } from "../middleware/cache";
 import { signedIn, withAccount, withRole } from "../middleware/guards";
@@ -78,7 +79,8 @@ export const eventRoutes = new Hono<AppEnv>().post(
   jsonBody(ingestBodySchema),
   async (c) => {
     const principal = requireAccount(c.get("principal"));
-    return c.json(await ingestEvents(c.env, principal.accountId, c.req.valid("json")), 202);
+    const traceparent = formatTraceparent(c.get("trace"));
+    return c.json(await ingestEvents(c.env, principal.accountId, c.req.valid("json"), traceparent), 202);
   },
 );
 

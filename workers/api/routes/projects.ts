@@ -12,6 +12,7 @@ import {
   unwrap,
 } from "../../shared/kamachiq/projects";
 import { createProjectSchema } from "../../shared/kamachiq/spec";
+import { formatTraceparent } from "../../shared/observability/trace";
 import type { AppEnv } from "../context";
 import { signedIn, withAccount } from "../middleware/guards";
 import { jsonBody, pathParams, queryParams } from "../validate";
@@ -25,7 +26,13 @@ const limitQuery = z.object({ limit: z.coerce.number().int().min(1).max(200).def
 export const projectRoutes = new Hono<AppEnv>()
   .post("/", withAccount, jsonBody(createProjectSchema), async (c) => {
     const owner = requireAccount(c.get("principal"));
-    const project = await createProject(c.env, database(c.env.DB), owner, c.req.valid("json"));
+    const project = await createProject(
+      c.env,
+      database(c.env.DB),
+      owner,
+      c.req.valid("json"),
+      formatTraceparent(c.get("trace")),
+    );
     return c.json({ project }, 201);
   })
   .get("/", withAccount, queryParams(limitQuery), async (c) => {

@@ -18,6 +18,8 @@ export interface RunnerJob {
   timeoutSeconds: number;
   maxOutputBytes: number;
   permissions: string[];
+  /** The project's W3C trace: the runner logs it and sends it back on its heartbeats and report. */
+  traceparent?: string;
 }
 
 /** Queues a runner job for an attempt; a redelivered message finds the job already there. */

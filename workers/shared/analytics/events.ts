@@ -74,12 +74,13 @@ export async function storedIds(env: ClickHouseEnv, ids: string[]): Promise<Set<
 export async function storeEvents(
   env: ClickHouseEnv,
   events: CloudEvent[],
-): Promise<{ inserted: number; duplicates: number }> {
+): Promise<{ inserted: number; duplicates: number; stored: CloudEvent[] }> {
   const unique = new Map<string, CloudEvent>();
   for (const event of events) if (!unique.has(event.id)) unique.set(event.id, event);
   const known = await storedIds(env, [...unique.keys()]);
   const now = new Date();
-  const rows = [...unique.values()].filter((e) => !known.has(e.id)).map((e) => eventRow(e, now));
+  const stored = [...unique.values()].filter((e) => !known.has(e.id));
+  const rows = stored.map((e) => eventRow(e, now));
   await insertRows(env, "events", rows as unknown as Record<string, unknown>[]);
-  return { inserted: rows.length, duplicates: events.length - rows.length };
+  return { inserted: rows.length, duplicates: events.length - rows.length, stored };
 }

@@ -1,4 +1,5 @@
 import type { CapsuleManifest } from "../domain/manifest";
+import { Logger } from "../observability/logger";
 
 export const MICRO = 1_000_000;
 
@@ -49,9 +50,7 @@ export function modelPrices(raw: string | undefined): ModelPrices {
   } catch {
     // fall through
   }
-  console.error(
-    JSON.stringify({ level: "error", msg: "MODEL_PRICES is not a JSON object of integer prices" }),
-  );
+  new Logger({ component: "pricing" }).error("MODEL_PRICES is not a JSON object of integer prices");
   return {};
 }
 

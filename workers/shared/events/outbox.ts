@@ -14,6 +14,8 @@ export const cloudEventSchema = z.object({
   subject: z.string().max(512).optional(),
   datacontenttype: z.literal("application/json").optional(),
   data: z.record(z.string(), z.unknown()),
+  /** The CloudEvents distributed-tracing extension: the W3C traceparent of the work that produced the event. */
+  traceparent: z.string().max(55).optional(),
 });
 
 export type CloudEvent = z.output<typeof cloudEventSchema>;

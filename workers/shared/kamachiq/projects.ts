@@ -65,6 +65,8 @@ export async function createProject(
   db: Database,
   owner: Principal & { accountId: string; handle: string },
   input: CreateProjectInput,
+  /** The request's W3C traceparent, continued by the project's agents, runner jobs and events. */
+  traceparent?: string,
 ): Promise<ProjectSnapshot> {
   const reviewerRef = input.spec.reviewer ?? capsuleRefSchema.parse(env.DEFAULT_REVIEWER);
   const reviewer = await pinReviewer(db, reviewerRef);
@@ -101,6 +103,7 @@ export async function createProject(
   const snapshot = unwrap(
     await coordinator(env, id).create({
       id,
+      ...(traceparent ? { traceparent } : {}),
       name: input.name,
       ownerId: owner.accountId,
       ownerHandle: owner.handle,

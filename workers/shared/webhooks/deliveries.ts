@@ -24,6 +24,8 @@ export const deliveryMessageSchema = z
     deliveryId: z.string().regex(/^whd_[a-f0-9]{32}$/),
     generation: z.int().min(1),
     manual: z.boolean().default(false),
+    /** The W3C trace of the event's origin; optional, so messages queued before it existed still validate. */
+    traceparent: z.string().max(55).optional(),
   })
   .strict();
 
@@ -125,12 +127,14 @@ export async function insertDeliveries(db: Database, rows: readonly NewDeliveryR
 
 /**
  * Sends the first queue message of every delivery among `ids` that has none yet, then marks them queued. A
- * batch of events handled twice finds its deliveries queued already and sends nothing.
+ * batch of events handled twice finds its deliveries queued already and sends nothing. `traces` gives a
+ * delivery's message the traceparent of its event.
  */
 export async function enqueueUnqueued(
   db: Database,
   env: DeliveryEnv,
   ids: readonly string[],
+  traces: ReadonlyMap<string, string> = new Map(),
 ): Promise<number> {
   let sent = 0;
   for (const part of chunks(ids, IDS_PER_QUERY)) {
@@ -141,7 +145,12 @@ export async function enqueueUnqueued(
     for (const batch of chunks(rows, MESSAGES_PER_SEND)) {
       await env.WEBHOOKS.sendBatch(
         batch.map((row) => ({
-          body: { deliveryId: row.id, generation: row.generation, manual: false } satisfies DeliveryMessage,
+          body: {
+            deliveryId: row.id,
+            generation: row.generation,
+            manual: false,
+            ...(traces.has(row.id) ? { traceparent: traces.get(row.id) } : {}),
+          } satisfies DeliveryMessage,
           contentType: "json" as const,
         })),
       );

@@ -68,17 +68,18 @@ export async function fanOutWebhooks(env: FanOutEnv, events: readonly CloudEvent
   }
 
   const deliveries: NewDeliveryRow[] = [];
+  const traces = new Map<string, string>();
   for (const c of candidates) {
     for (const webhook of byAccount.get(c.accountId ?? "") ?? []) {
       if (!webhook.events.includes(c.type)) continue;
-      deliveries.push(
-        await newDelivery(webhook.id, {
-          id: c.event.id,
-          type: c.type,
-          time: c.event.time,
-          data: c.event.data,
-        }),
-      );
+      const delivery = await newDelivery(webhook.id, {
+        id: c.event.id,
+        type: c.type,
+        time: c.event.time,
+        data: c.event.data,
+      });
+      deliveries.push(delivery);
+      if (c.event.traceparent) traces.set(delivery.id, c.event.traceparent);
     }
   }
   if (deliveries.length === 0) return 0;
@@ -87,5 +88,6 @@ export async function fanOutWebhooks(env: FanOutEnv, events: readonly CloudEvent
     db,
     env,
     deliveries.map((d) => d.id),
+    traces,
   );
 }
