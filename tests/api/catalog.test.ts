@@ -78,6 +78,34 @@ describe("GET /v1/capsules", () => {
     expect(second.nextCursor).toBeNull();
   });
 
+  it("sorts by installs for popular and by last update for recent", async () => {
+    const install = async (capsule: string) => {
+      const user = await signup();
+      const res = await api("/v1/installs", {
+        method: "POST",
+        token: user.apiKey,
+        json: { capsule, acceptPermissions: ["artifacts.read"] },
+      });
+      expect(res.status, await res.clone().text()).toBe(201);
+    };
+    await install(`${ns}/markdown-docs`);
+    await install(`${ns}/markdown-docs`);
+    await install(`${ns}/python-calculator`);
+    const popular = await search("sort=popular");
+    expect(popular.items.map((i) => [i.name, i.installCount])).toEqual([
+      [`${ns}/markdown-docs`, 2],
+      [`${ns}/python-calculator`, 1],
+      [`${ns}/csv-cleaner`, 0],
+    ]);
+    // csv-cleaner gained 1.1.0 after the others were published.
+    const recent = await search("sort=recent");
+    expect(recent.items.map((i) => i.name)).toEqual([
+      `${ns}/csv-cleaner`,
+      `${ns}/markdown-docs`,
+      `${ns}/python-calculator`,
+    ]);
+  });
+
   it.each(["limit=0", "limit=1000", "sort=random", "category=Nope", "cursor=%%%", "unknown=1"])(
     "rejects the query %s with 400",
     async (query) => {

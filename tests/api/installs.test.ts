@@ -135,6 +135,24 @@ describe("POST /v1/installs", () => {
     expect((await errorOf(res)).code).toBe("INTEGRITY_CHECK_FAILED");
   });
 
+  it("refuses to install a bundle whose signature no longer matches, even with the right digest", async () => {
+    const author = await signup();
+    const sub = await publish(author.apiKey, { name: `${author.handle}/resigned` });
+    const other = await publish(author.apiKey, { name: `${author.handle}/donor` });
+    // A valid platform signature, but over another bundle's bytes, in the version's record.
+    await env.DB.prepare(
+      "UPDATE capsule_versions SET signature = (SELECT signature FROM capsule_versions WHERE name = ?) WHERE name = ?",
+    )
+      .bind(other.name, sub.name)
+      .run();
+    const user = await signup();
+    const before = await countRows("installs");
+    const res = await install(user.apiKey, { capsule: sub.name, acceptPermissions: ["artifacts.read"] });
+    expect(res.status).toBe(502);
+    expect((await errorOf(res)).code).toBe("INTEGRITY_CHECK_FAILED");
+    expect(await countRows("installs")).toBe(before);
+  });
+
   it("answers 422 for an unknown capsule or an unsatisfiable range", async () => {
     const author = await signup();
     const sub = await publish(author.apiKey, { name: `${author.handle}/only-one` });
