@@ -60,18 +60,22 @@ async function usageOf(token: string, query: string): Promise<UsageItems> {
 
 describe("POST /v1/events and GET /v1/usage", () => {
   let user: Account;
+  let capsuleA = "";
+  let capsuleB = "";
   beforeAll(async () => {
     user = await signup();
+    capsuleA = (await publish(user.apiKey, { name: `${user.handle}/a` })).name;
+    capsuleB = (await publish(user.apiKey, { name: `${user.handle}/b` })).name;
     const res = await ingest(user.apiKey, [
-      usage("u1", day(-2), 100, 50, { capsule: "acme/a", model: "m1", projectId: "p1" }),
-      usage("u2", day(-2), 10, 5, { capsule: "acme/b", model: "m2", projectId: "p1" }),
-      usage("u3", day(-1), 1000, 500, { capsule: "acme/a", model: "m1", projectId: "p2" }),
-      usage("u3", day(-1), 1000, 500, { capsule: "acme/a", model: "m1", projectId: "p2" }),
+      usage("u1", day(-2), 100, 50, { capsule: capsuleA, model: "m1", projectId: "p1" }),
+      usage("u2", day(-2), 10, 5, { capsule: capsuleB, model: "m2", projectId: "p1" }),
+      usage("u3", day(-1), 1000, 500, { capsule: capsuleA, model: "m1", projectId: "p2" }),
+      usage("u3", day(-1), 1000, 500, { capsule: capsuleA, model: "m1", projectId: "p2" }),
       {
         specversion: "1.0",
         id: "i1",
         source: "soma://integration",
-        type: "soma.custom.thing",
+        type: "acme.custom.thing",
         time: day(-1),
         data: { note: "x" },
       },
@@ -93,8 +97,8 @@ describe("POST /v1/events and GET /v1/usage", () => {
     expect(
       (await usageOf(user.apiKey, `${range}&groupBy=capsule`)).items.map((i) => [i.key, i.totalTokens]),
     ).toEqual([
-      ["acme/a", 1650],
-      ["acme/b", 15],
+      [capsuleA, 1650],
+      [capsuleB, 15],
     ]);
     expect(
       (await usageOf(user.apiKey, `${range}&groupBy=model`)).items.map((i) => [i.key, i.events]),
@@ -171,9 +175,105 @@ describe("POST /v1/events and GET /v1/usage", () => {
     });
     expect(res.status).toBe(404);
     const events = await ingest(user.apiKey, [
-      usage("'; DROP TABLE events; --", day(0), 1, 1, { capsule: "x' OR '1'='1" }),
+      usage("'; DROP TABLE events; --", day(0), 1, 1, { model: "x' OR '1'='1" }),
     ]);
     expect(events.status).toBe(202);
+  });
+});
+
+describe("POST /v1/events keeps the platform's own record to the platform", () => {
+  const event = (id: string, type: string, data: Record<string, unknown>, time = day(-1)) => ({
+    specversion: "1.0",
+    id,
+    source: "soma://integration",
+    type,
+    time,
+    data,
+  });
+  const lastMonth = () => {
+    const d = new Date();
+    d.setUTCDate(1);
+    d.setUTCMonth(d.getUTCMonth() - 1);
+    d.setUTCHours(12, 0, 0, 0);
+    return d.toISOString();
+  };
+
+  it.each([
+    [
+      "a charge (a negative one, backfilled into last month)",
+      "soma.charge.recorded",
+      { amountMicroUsd: -5_000_000 },
+    ],
+    ["an earning", "soma.earning.recorded", { amountMicroUsd: 1_000_000 }],
+    ["an install", "soma.install.created", { capsule: "someone/else" }],
+    ["a rating", "soma.rating.created", { capsule: "someone/else", stars: 5 }],
+    ["a security event", "soma.security.auth_failed", {}],
+    ["a budget alert", "soma.budget.threshold", { level: "hard" }],
+  ])("refuses %s with 400 naming the event index and field", async (_label, type, data) => {
+    const user = await signup();
+    const res = await ingest(user.apiKey, [
+      usage("ok", day(-1), 1, 1),
+      event("forged", type, data, type === "soma.charge.recorded" ? lastMonth() : day(-1)),
+    ]);
+    expect(res.status).toBe(400);
+    const error = await errorOf(res);
+    expect(error.code).toBe("VALIDATION_FAILED");
+    expect(error.message).toContain("index 1: type");
+    expect(error.message).toContain("soma.usage.tokens");
+    expect((error.details as { issues: { path: string }[] }).issues[0]?.path).toBe("1.type");
+  });
+
+  it("refuses negative or fractional amounts, and usage of a capsule the account neither owns nor installed", async () => {
+    const user = await signup();
+    const author = await signup();
+    const theirs = (await publish(author.apiKey, { name: `${author.handle}/popular` })).name;
+    const negative = await ingest(user.apiKey, [event("n1", "acme.refund.issued", { amountMicroUsd: -1 })]);
+    expect(negative.status).toBe(400);
+    expect((await errorOf(negative)).details).toMatchObject({ issues: [{ path: "0.data.amountMicroUsd" }] });
+    const fractional = await ingest(user.apiKey, [usage("n2", day(-1), 1, 1, { amountMicroUsd: 0.5 })]);
+    expect((await errorOf(fractional)).details).toMatchObject({
+      issues: [{ path: "0.data.amountMicroUsd" }],
+    });
+    const inflated = await ingest(user.apiKey, [
+      usage("n3", day(-1), 1, 1),
+      usage("n4", day(-1), 1, 1, { capsule: theirs }),
+    ]);
+    expect(inflated.status).toBe(400);
+    const error = await errorOf(inflated);
+    expect(error.message).toContain("index 1: data.capsule");
+    expect(error.details).toMatchObject({ issues: [{ path: "1.data.capsule" }] });
+    // Its author may record usage of it, and types outside soma.* with non-negative amounts are the integration's own.
+    expect(
+      (
+        await ingest(author.apiKey, [
+          usage("own", day(-1), 1, 1, { capsule: theirs }),
+          event("custom", "acme.deploy.finished", { amountMicroUsd: 0 }),
+        ])
+      ).status,
+    ).toBe(202);
+  });
+
+  it("accepts nothing of a request with one bad event, and leaves invoices alone", async () => {
+    const user = await signup();
+    const refused = await ingest(user.apiKey, [
+      usage("g1", day(-1), 7, 0),
+      event("bad", "soma.charge.recorded", { amountMicroUsd: -1_000_000 }),
+    ]);
+    expect(refused.status).toBe(400);
+    // A later event from the same account reaches ClickHouse after anything the refused request could have queued.
+    expect((await ingest(user.apiKey, [usage("g2", day(-1), 11, 0)])).status).toBe(202);
+    const range = `from=${day(-3).slice(0, 10)}&to=${day(0).slice(0, 10)}`;
+    const seen = await eventually(
+      () => usageOf(user.apiKey, range),
+      (u) => u.items.length > 0,
+    );
+    expect(seen.items.map((i) => [i.totalTokens, i.events])).toEqual([[11, 1]]);
+    const invoice = (await (
+      await api(`/v1/invoices/${lastMonth().slice(0, 7)}`, { token: user.apiKey })
+    ).json()) as {
+      invoice: { subtotalMicroUsd: number; lines: unknown[] };
+    };
+    expect(invoice.invoice).toMatchObject({ subtotalMicroUsd: 0, lines: [] });
   });
 });
 
@@ -187,23 +287,21 @@ describe("GET /v1/analytics/*", () => {
       usage("x1", day(-1), 40, 10, { capsule, outcome: "success" }),
       usage("x2", day(-1), 40, 10, { capsule, outcome: "failure" }),
       usage("x3", day(0), 100, 0, { capsule, outcome: "success" }),
-      {
-        specversion: "1.0",
-        id: "r1",
-        source: "soma://integration",
-        type: "soma.rating.created",
-        time: day(-1),
-        data: { capsule, stars: 4 },
-      },
-      {
-        specversion: "1.0",
-        id: "r2",
-        source: "soma://integration",
-        type: "soma.rating.created",
-        time: day(-1),
-        data: { capsule, stars: 2 },
-      },
     ]);
+    // Ratings are the platform's own events (integrations may not send them): straight onto the events queue.
+    await env.EVENTS.sendBatch(
+      [4, 2].map((stars) => ({
+        body: {
+          specversion: "1.0",
+          id: `rating:${capsule}:${stars}`,
+          source: "soma://api",
+          type: "soma.rating.created",
+          time: day(-1),
+          data: { accountId: author.id, capsule, stars },
+        },
+        contentType: "json" as const,
+      })),
+    );
   });
 
   it("gives the author executions, success rate, average tokens and ratings over time", async () => {

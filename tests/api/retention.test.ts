@@ -21,7 +21,7 @@ function event(time: string, data: Record<string, unknown>, type = "soma.usage.t
 }
 
 const usage = (time: string, inputTokens: number, outputTokens: number, amountMicroUsd = 0) =>
-  event(time, { inputTokens, outputTokens, amountMicroUsd, model: "m1", capsule: "acme/tool" });
+  event(time, { inputTokens, outputTokens, amountMicroUsd, model: "m1" });
 
 async function ingest(user: Account, events: unknown[]): Promise<void> {
   const res = await api("/v1/events", { method: "POST", token: user.apiKey, json: events });
@@ -94,7 +94,7 @@ describe("raw event retention", () => {
     const events = [
       usage(`${DAY_1}T01:10:00Z`, 100, 10, 5),
       usage(`${DAY_1}T01:50:00Z`, 200, 20, 7),
-      event(`${DAY_1}T13:00:00Z`, { note: `it's "quoted" \\ ünïcode\nnext line` }, "soma.custom.note"),
+      event(`${DAY_1}T13:00:00Z`, { note: `it's "quoted" \\ ünïcode\nnext line` }, "acme.custom.note"),
       usage(`${DAY_2}T00:00:00Z`, 1, 2),
       usage(`${DAY_2}T23:59:59Z`, 3, 4),
       usage(`${DAY_3}T05:00:00Z`, 10, 1),
@@ -148,7 +148,7 @@ describe("raw event retention", () => {
     }
     const [note] = (await archivedLines(DAY_1)).lines.filter((l) => l.id.endsWith(":r3"));
     expect(note).toMatchObject({
-      type: "soma.custom.note",
+      type: "acme.custom.note",
       time: `${DAY_1} 13:00:00`,
       data: expect.stringContaining("ünïcode\\nnext line"),
     });
