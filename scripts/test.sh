@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The whole check, as `npm test` runs it: generated types, lint and format, type checks, the Workers tests
-# in workerd, then the end-to-end tests against the platform as `npm start` runs it. Every step runs even
-# after a failure, so one run shows everything that is wrong; the exit status is non-zero if any failed.
+# The whole check, as `npm test` runs it: generated types, a dry-run deploy of every environment, lint and
+# format, type checks, the Workers tests in workerd, then the end-to-end tests against the platform as
+# `npm start` runs it. Every step runs even after a failure, so one run shows everything that is wrong; the
+# exit status is non-zero if any failed.
 # The last line counts the tests of both vitest runs: "N passed, N failed".
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -74,6 +75,22 @@ if ! run "Checking worker-configuration.d.ts against wrangler.toml" \
   npx wrangler types --strict-vars=false --check; then
   echo "worker-configuration.d.ts is out of date: run \`npm run types\` and commit the result" >&2
 fi
+
+# Bundles the Worker for every environment without uploading anything (offline, a few seconds each): wrangler
+# does not inherit bindings into environments, so this catches one that an environment lacks.
+dry_run_deploys() {
+  local env out status=0
+  for env in "" staging production; do
+    out="$(mktemp -d "$report_dir/dry-run-XXXXXX")"
+    echo "wrangler deploy --dry-run${env:+ --env $env}"
+    if ! npx wrangler deploy --dry-run --outdir "$out" ${env:+--env "$env"} >"$out.log" 2>&1; then
+      cat "$out.log" >&2
+      status=1
+    fi
+  done
+  return "$status"
+}
+run "wrangler deploy --dry-run (default, staging and production)" dry_run_deploys
 run "Lint and format (biome)" npx biome check .
 # Advisories for the packages the Worker ships: any high or critical one fails (scripts/audit.mjs).
 run "npm audit --omit=dev (no high or critical)" node scripts/audit.mjs
