@@ -392,6 +392,44 @@ describe("GET /v1/forecast", () => {
     expect(forecast.recommendedBudgetTokens).toBeGreaterThanOrEqual(forecast.totalTokens);
   });
 
+  it("forecasts spend from the account's recorded charges", async () => {
+    const user = await signup();
+    // Charges are the platform's own events: 21 days of 1,000 tokens and 2,000 micro-USD of charges a day.
+    const events = Array.from({ length: 21 }, (_, i) => {
+      const d = new Date();
+      d.setUTCHours(2, 0, 0, 0);
+      d.setUTCDate(d.getUTCDate() - 21 + i);
+      const common = { specversion: "1.0", source: "soma://api", time: d.toISOString() };
+      return [
+        {
+          ...common,
+          id: `fu:${user.id}:${i}`,
+          type: "soma.usage.tokens",
+          data: { accountId: user.id, inputTokens: 600, outputTokens: 400 },
+        },
+        {
+          ...common,
+          id: `fc:${user.id}:${i}`,
+          type: "soma.charge.recorded",
+          data: { accountId: user.id, capsule: "acme/paid", amountMicroUsd: 2_000 },
+        },
+      ];
+    }).flat();
+    await env.EVENTS.sendBatch(events.map((body) => ({ body, contentType: "json" as const })));
+    const read = async () =>
+      (await (await api("/v1/forecast?horizonDays=30", { token: user.apiKey })).json()) as {
+        daily: { spendMicroUsd: number }[];
+        totalTokens: number;
+        totalSpendMicroUsd: number;
+        spendMethod: string;
+        historyDays: number;
+      };
+    const forecast = await eventually(read, (f) => f.historyDays >= 21 && f.totalSpendMicroUsd > 0);
+    expect(forecast.spendMethod).toBe("model");
+    expect(Math.abs(forecast.totalTokens - 30_000)).toBeLessThan(1_000);
+    expect(Math.abs(forecast.totalSpendMicroUsd - 60_000)).toBeLessThan(2_000);
+  });
+
   it("validates the scope and keeps other accounts to admins", async () => {
     const user = await signup();
     expect((await api("/v1/forecast?scope=everything", { token: user.apiKey })).status).toBe(400);

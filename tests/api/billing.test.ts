@@ -193,6 +193,54 @@ describe("paid capsule executions", () => {
     });
   });
 
+  it("counts spend from the buyer's charges, earnings from the author's credits and revenue from the platform's share", async () => {
+    interface Me {
+      totals: { spendMicroUsd: number; earningsMicroUsd: number };
+      byCapsule: { key: string; spendMicroUsd: number }[];
+    }
+    const me = async (token: string, ready: (m: Me) => boolean) => {
+      const deadline = Date.now() + 20_000;
+      for (;;) {
+        const res = await api("/v1/analytics/me?interval=day", { token });
+        expect(res.status).toBe(200);
+        const body = (await res.json()) as Me;
+        if (ready(body) || Date.now() > deadline) return body;
+        await new Promise((r) => setTimeout(r, 300));
+      }
+    };
+    const buyerView = await me(buyer.apiKey, (m) => m.totals.spendMicroUsd >= 1_000_000);
+    expect(buyerView.totals).toMatchObject({ spendMicroUsd: 1_000_000, earningsMicroUsd: 0 });
+    // The author's earnings are not their spend.
+    const authorView = await me(author.apiKey, (m) => m.totals.earningsMicroUsd >= 700_000);
+    expect(authorView.totals).toMatchObject({ spendMicroUsd: 0, earningsMicroUsd: 700_000 });
+    const deadline = Date.now() + 20_000;
+    type Tenant = {
+      accountId: string;
+      spendMicroUsd: number;
+      revenueMicroUsd: number;
+      earningsMicroUsd: number;
+    };
+    let tenants: Tenant[] = [];
+    for (;;) {
+      const res = await api("/v1/analytics/admin?interval=day", { token: env.SOMA_ADMIN_TOKEN });
+      expect(res.status).toBe(200);
+      tenants = ((await res.json()) as { tenants: Tenant[] }).tenants;
+      if (tenants.find((t) => t.accountId === buyer.id)?.revenueMicroUsd === 300_000 || Date.now() > deadline)
+        break;
+      await new Promise((r) => setTimeout(r, 300));
+    }
+    expect(tenants.find((t) => t.accountId === buyer.id)).toMatchObject({
+      spendMicroUsd: 1_000_000,
+      revenueMicroUsd: 300_000,
+      earningsMicroUsd: 0,
+    });
+    expect(tenants.find((t) => t.accountId === author.id)).toMatchObject({
+      spendMicroUsd: 0,
+      revenueMicroUsd: 0,
+      earningsMicroUsd: 700_000,
+    });
+  });
+
   it("refuses malformed periods and anonymous callers", async () => {
     expect((await api("/v1/invoices/2026-13", { token: buyer.apiKey })).status).toBe(400);
     expect((await api(`/v1/invoices/${month()}`)).status).toBe(401);

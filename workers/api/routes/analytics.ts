@@ -1,5 +1,5 @@
 import { eq } from "drizzle-orm";
-import { Hono } from "hono";
+import { type Context, Hono } from "hono";
 import { bodyLimit } from "hono/body-limit";
 import { z } from "zod";
 import { ingestBodySchema, ingestEvents } from "../../shared/analytics/ingest";
@@ -39,12 +39,11 @@ const SECURITY_TYPES = [
   "soma.review.reported",
 ];
 
-function csv(rows: Record<string, unknown>[], name: string): Response {
-  return new Response(toCsv(rows), {
-    headers: {
-      "content-type": "text/csv; charset=utf-8",
-      "content-disposition": `attachment; filename="${name}.csv"`,
-    },
+/** A CSV download, typed as text so the JSON answer of the same route keeps its type in `hc` clients. */
+function csv(c: Context<AppEnv>, rows: Record<string, unknown>[], name: string) {
+  return c.text(toCsv(rows), 200, {
+    "content-type": "text/csv; charset=utf-8",
+    "content-disposition": `attachment; filename="${name}.csv"`,
   });
 }
 
@@ -134,7 +133,8 @@ export const forecastRoutes = new Hono<AppEnv>().get(
       if (!project || (project.ownerId !== principal.accountId && !principal.roles.includes("admin"))) {
         throw new AppError("NOT_FOUND", `No project ${projectId}`);
       }
-      filter = { projectId };
+      // The owner too: a project id is no secret, and only the owner's own events describe its project.
+      filter = { projectId, accountId: project.ownerId };
     } else if (query.scope?.startsWith("account:")) {
       requireRole(principal, "admin");
       const account = await findAccountByHandle(db, query.scope.slice("account:".length));
@@ -176,7 +176,7 @@ export const analyticsRoutes = new Hono<AppEnv>()
         errorRate: t.events ? t.failures / t.events : 0,
         totalTokens: t.totalTokens,
       }));
-    if (query.format === "csv") return csv(topCapsules, "top-capsules");
+    if (query.format === "csv") return csv(c, topCapsules, "top-capsules");
     const totalExec = executions.reduce((n, p) => n + p.events, 0);
     const totalFail = executions.reduce((n, p) => n + p.failures, 0);
     return c.json({
@@ -237,7 +237,7 @@ export const analyticsRoutes = new Hono<AppEnv>()
         successRate: p.events ? (p.events - p.failures) / p.events : null,
         averageTokens: p.events ? Math.round(p.totalTokens / p.events) : null,
       }));
-      if (query.format === "csv") return csv(rows, `${ns}-${name}-executions`);
+      if (query.format === "csv") return csv(c, rows, `${ns}-${name}-executions`);
       const total = executions.reduce((n, p) => n + p.events, 0);
       const failures = executions.reduce((n, p) => n + p.failures, 0);
       const tokens = executions.reduce((n, p) => n + p.totalTokens, 0);
@@ -260,18 +260,40 @@ export const analyticsRoutes = new Hono<AppEnv>()
     const principal = requireAccount(c.get("principal"));
     const query = c.req.valid("query");
     const range = resolveRange(query);
-    const [usage, byCapsule, forecast] = await Promise.all([
+    const [usage, usageByCapsule, chargesByCapsule, forecast] = await Promise.all([
       series(c.env, range, { accountId: principal.accountId }),
       grouped(c.env, range, { accountId: principal.accountId, types: ["soma.usage.tokens"] }, "capsule", 50),
+      grouped(
+        c.env,
+        range,
+        { accountId: principal.accountId, types: ["soma.charge.recorded"] },
+        "capsule",
+        50,
+      ),
       forecastUsage(c.env, { accountId: principal.accountId }, { horizonDays: 30, historyDays: 180 }),
     ]);
-    if (query.format === "csv")
-      return csv(byCapsule as unknown as Record<string, unknown>[], "my-usage-by-capsule");
+    // Spend per capsule is what the account was charged for it, never an amount an integration noted on usage.
+    const spent = new Map(chargesByCapsule.map((g) => [g.key, g.spendMicroUsd]));
+    const byCapsule = usageByCapsule.map(
+      ({ key, inputTokens, outputTokens, totalTokens, events, failures }) => ({
+        key,
+        inputTokens,
+        outputTokens,
+        totalTokens,
+        events,
+        failures,
+        spendMicroUsd: spent.get(key) ?? 0,
+        /** The same as spendMicroUsd (the name earlier clients read). */
+        amountMicroUsd: spent.get(key) ?? 0,
+      }),
+    );
+    if (query.format === "csv") return csv(c, byCapsule, "my-usage-by-capsule");
     return c.json({
       range: { from: range.from.toISOString(), to: range.to.toISOString(), interval: range.interval },
       totals: {
         tokens: usage.reduce((n, p) => n + p.totalTokens, 0),
-        spendMicroUsd: usage.reduce((n, p) => n + p.amountMicroUsd, 0),
+        spendMicroUsd: usage.reduce((n, p) => n + p.spendMicroUsd, 0),
+        earningsMicroUsd: usage.reduce((n, p) => n + p.earningsMicroUsd, 0),
         events: usage.reduce((n, p) => n + p.events, 0),
       },
       usage: usage.map((p) => ({
@@ -279,7 +301,8 @@ export const analyticsRoutes = new Hono<AppEnv>()
         tokens: p.totalTokens,
         inputTokens: p.inputTokens,
         outputTokens: p.outputTokens,
-        spendMicroUsd: p.amountMicroUsd,
+        spendMicroUsd: p.spendMicroUsd,
+        earningsMicroUsd: p.earningsMicroUsd,
       })),
       byCapsule,
       forecast,
@@ -309,9 +332,11 @@ export const analyticsRoutes = new Hono<AppEnv>()
           handle: handles.get(t.key) ?? null,
           events: t.events,
           totalTokens: t.totalTokens,
-          revenueMicroUsd: t.amountMicroUsd,
+          spendMicroUsd: t.spendMicroUsd,
+          revenueMicroUsd: t.revenueMicroUsd,
+          earningsMicroUsd: t.earningsMicroUsd,
         }));
-      if (query.format === "csv") return csv(perTenant, "tenants");
+      if (query.format === "csv") return csv(c, perTenant, "tenants");
       return c.json({
         range: { from: range.from.toISOString(), to: range.to.toISOString(), interval: range.interval },
         tenants: perTenant,

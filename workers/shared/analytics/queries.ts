@@ -1,7 +1,11 @@
 import { z } from "zod";
+import { CHARGE_EVENT, EARNING_EVENT, REVENUE_EVENT } from "../economics/money-events";
 import { AppError } from "../errors";
 import { type ClickHouseEnv, queryRows } from "./clickhouse";
 import { type Sql, sql } from "./sql";
+
+/** Token usage, recorded by the platform or sent by integrations. */
+export const USAGE_EVENT = "soma.usage.tokens";
 
 export const INTERVALS = ["hour", "day", "week", "month"] as const;
 export type Interval = (typeof INTERVALS)[number];
@@ -76,7 +80,18 @@ const bucketRow = z.object({
   n_in: num,
   n_out: num,
   n_amount: num,
+  n_spend: num,
+  n_earnings: num,
+  n_revenue: num,
 });
+
+/**
+ * Money by meaning, never a sum over every amount: spend is what the account paid (its charges), earnings
+ * what it was credited as an author, revenue the platform's share of its charges (see `money-events.ts`).
+ */
+const MONEY = sql`sumIf(amount_micro_usd, type = ${CHARGE_EVENT}) AS n_spend,
+  sumIf(amount_micro_usd, type = ${EARNING_EVENT}) AS n_earnings,
+  sumIf(amount_micro_usd, type = ${REVENUE_EVENT}) AS n_revenue`;
 
 /** Filters on the hourly rollup, every value bound through `sql`. */
 export interface UsageFilter {
@@ -103,6 +118,9 @@ export interface SeriesPoint {
   outputTokens: number;
   totalTokens: number;
   amountMicroUsd: number;
+  spendMicroUsd: number;
+  earningsMicroUsd: number;
+  revenueMicroUsd: number;
 }
 
 /** A time series from the hourly rollup, one point per bucket that has data. */
@@ -110,7 +128,7 @@ export async function series(env: ClickHouseEnv, range: Range, filter: UsageFilt
   const rows = await queryRows(
     env,
     sql`SELECT toString(${bucket(range.interval, HOUR)}) AS bucket, sum(events) AS n_events, sum(failures) AS n_failures,
-          sum(input_tokens) AS n_in, sum(output_tokens) AS n_out, sum(amount_micro_usd) AS n_amount
+          sum(input_tokens) AS n_in, sum(output_tokens) AS n_out, sum(amount_micro_usd) AS n_amount, ${MONEY}
         FROM usage_hourly WHERE ${where(range, filter)} GROUP BY bucket ORDER BY bucket`,
     bucketRow,
   );
@@ -122,6 +140,9 @@ export async function series(env: ClickHouseEnv, range: Range, filter: UsageFilt
     outputTokens: r.n_out,
     totalTokens: r.n_in + r.n_out,
     amountMicroUsd: r.n_amount,
+    spendMicroUsd: r.n_spend,
+    earningsMicroUsd: r.n_earnings,
+    revenueMicroUsd: r.n_revenue,
   }));
 }
 
@@ -143,6 +164,9 @@ export interface UsageItem {
   events: number;
   failures: number;
   amountMicroUsd: number;
+  spendMicroUsd: number;
+  earningsMicroUsd: number;
+  revenueMicroUsd: number;
 }
 
 /** Totals grouped by one dimension, largest first (by day: in date order). */
@@ -157,7 +181,8 @@ export async function grouped(
   const rows = await queryRows(
     env,
     sql`SELECT ${GROUP_BY[by]} AS key, sum(events) AS n_events, sum(failures) AS n_failures, sum(input_tokens) AS n_in,
-          sum(output_tokens) AS n_out, sum(input_tokens) + sum(output_tokens) AS total, sum(amount_micro_usd) AS n_amount
+          sum(output_tokens) AS n_out, sum(input_tokens) + sum(output_tokens) AS total, sum(amount_micro_usd) AS n_amount,
+          ${MONEY}
         FROM usage_hourly WHERE ${where(range, filter)} GROUP BY key ORDER BY ${order} LIMIT ${limit}`,
     bucketRow.omit({ bucket: true }).extend({ key: z.string(), total: num }),
   );
@@ -169,6 +194,9 @@ export async function grouped(
     events: r.n_events,
     failures: r.n_failures,
     amountMicroUsd: r.n_amount,
+    spendMicroUsd: r.n_spend,
+    earningsMicroUsd: r.n_earnings,
+    revenueMicroUsd: r.n_revenue,
   }));
 }
 
@@ -231,12 +259,23 @@ export function toCsv(rows: Record<string, unknown>[]): string {
   return `${[headers.join(","), ...rows.map((r) => headers.map((h) => cell(r[h])).join(","))].join("\r\n")}\r\n`;
 }
 
-/** Daily token totals and spend (UTC days) for the forecast, oldest first. */
-export async function dailyHistory(env: ClickHouseEnv, from: Date, to: Date, filter: UsageFilter) {
+/**
+ * Daily token totals (recorded usage) and spend (the charges the filter's account or project paid) per UTC day
+ * for the forecast, oldest first. A day with charges but no usage (per-execution prices) still counts.
+ */
+export async function dailyHistory(
+  env: ClickHouseEnv,
+  from: Date,
+  to: Date,
+  filter: Omit<UsageFilter, "types">,
+) {
+  const types = [USAGE_EVENT, CHARGE_EVENT];
   const rows = await queryRows(
     env,
-    sql`SELECT toString(toDate(hour, 'UTC')) AS day, sum(input_tokens) + sum(output_tokens) AS n_tokens, sum(amount_micro_usd) AS n_amount
-        FROM usage_hourly WHERE ${where({ from, to, interval: "day" }, filter)} GROUP BY day ORDER BY day`,
+    sql`SELECT toString(toDate(hour, 'UTC')) AS day,
+          sumIf(input_tokens + output_tokens, type = ${USAGE_EVENT}) AS n_tokens,
+          sumIf(amount_micro_usd, type = ${CHARGE_EVENT}) AS n_amount
+        FROM usage_hourly WHERE ${where({ from, to, interval: "day" }, { ...filter, types })} GROUP BY day ORDER BY day`,
     z.object({ day: z.string(), n_tokens: num, n_amount: num }),
   );
   return rows.map((r) => ({ day: r.day, tokens: r.n_tokens, spendMicroUsd: r.n_amount }));

@@ -11,7 +11,7 @@ export async function forecastUsage(
   const today = new Date();
   today.setUTCHours(0, 0, 0, 0);
   const from = new Date(today.getTime() - options.historyDays * 86_400_000);
-  const history = await dailyHistory(env, from, today, { ...filter, types: ["soma.usage.tokens"] });
+  const history = await dailyHistory(env, from, today, filter);
   // A day without rows was an idle day; anchoring yesterday keeps a quiet spell from being forecast as busy.
   const yesterday = new Date(today.getTime() - 86_400_000).toISOString().slice(0, 10);
   if (history.length > 0 && history[history.length - 1]!.day !== yesterday) {

@@ -3,6 +3,7 @@ import { type Database, newId, nowIso } from "../db/client";
 import { accountAdjustments, capsules, capsuleVersions, ledgerEntries } from "../db/schema";
 import type { CapsuleManifest } from "../domain/manifest";
 import { cloudEvent, outboxInsert } from "../events/outbox";
+import { CHARGE_EVENT, EARNING_EVENT, REVENUE_EVENT } from "./money-events";
 import { priceAt, priceOfManifest } from "./prices";
 import { executionCharge, type ModelPrices, modelCharge, splitCharge } from "./pricing";
 
@@ -35,7 +36,7 @@ async function recordModelCharge(
     period: periodOf(new Date(now)),
     createdAt: now,
   };
-  const charge = cloudEvent("soma.charge.recorded", `${input.capsule}@${input.version}`, {
+  const charge = cloudEvent(CHARGE_EVENT, `${input.capsule}@${input.version}`, {
     accountId: input.buyerAccountId,
     capsule: input.capsule,
     model: input.model,
@@ -46,6 +47,16 @@ async function recordModelCharge(
     amountMicroUsd: amount,
   });
   charge.id = `model-charge:${input.attemptId}`;
+  // Model tokens are the platform's own price: all of the charge is its revenue.
+  const revenue = cloudEvent(REVENUE_EVENT, `${input.capsule}@${input.version}`, {
+    accountId: input.buyerAccountId,
+    capsule: input.capsule,
+    model: input.model,
+    projectId: input.projectId,
+    attemptId: input.attemptId,
+    amountMicroUsd: amount,
+  });
+  revenue.id = `model-revenue:${input.attemptId}`;
   await db.batch([
     db
       .insert(ledgerEntries)
@@ -69,6 +80,7 @@ async function recordModelCharge(
       ])
       .onConflictDoNothing(),
     outboxInsert(db, charge).onConflictDoNothing(),
+    outboxInsert(db, revenue).onConflictDoNothing(),
   ]);
   return amount;
 }
@@ -128,7 +140,7 @@ export async function recordExecutionCharge(
     period,
     createdAt: now,
   };
-  const charge = cloudEvent("soma.charge.recorded", `${input.capsule}@${input.version}`, {
+  const charge = cloudEvent(CHARGE_EVENT, `${input.capsule}@${input.version}`, {
     accountId: input.buyerAccountId,
     capsule: input.capsule,
     projectId: input.projectId,
@@ -138,16 +150,24 @@ export async function recordExecutionCharge(
     amountMicroUsd: amount,
     authorAccountId: row.ownerId,
   });
-  const earning = cloudEvent("soma.earning.recorded", `${input.capsule}@${input.version}`, {
+  const earning = cloudEvent(EARNING_EVENT, `${input.capsule}@${input.version}`, {
     accountId: row.ownerId,
     capsule: input.capsule,
     attemptId: input.attemptId,
     amountMicroUsd: author,
     platformMicroUsd: platform,
   });
+  const revenue = cloudEvent(REVENUE_EVENT, `${input.capsule}@${input.version}`, {
+    accountId: input.buyerAccountId,
+    capsule: input.capsule,
+    projectId: input.projectId,
+    attemptId: input.attemptId,
+    amountMicroUsd: platform,
+  });
   // Stable ids: if two agents race on the same attempt, the ledger's UNIQUE and the events' ids dedupe them.
   charge.id = `charge:${input.attemptId}`;
   earning.id = `earning:${input.attemptId}`;
+  revenue.id = `revenue:${input.attemptId}`;
   await db.batch([
     db
       .insert(ledgerEntries)
@@ -180,6 +200,7 @@ export async function recordExecutionCharge(
       .onConflictDoNothing(),
     outboxInsert(db, charge).onConflictDoNothing(),
     outboxInsert(db, earning).onConflictDoNothing(),
+    outboxInsert(db, revenue).onConflictDoNothing(),
   ]);
   return { amountMicroUsd: amount, recorded: true };
 }
