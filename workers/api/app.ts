@@ -1,6 +1,7 @@
-import { Hono } from "hono";
+import { type Context, Hono } from "hono";
 import { HTTPException } from "hono/http-exception";
 import { AppError, type ErrorCode } from "../shared/errors";
+import { type RefusedRequest, reportRefusedRequest } from "../shared/events/security-events";
 import type { AppEnv } from "./context";
 import { type ErrorBody, STATUS_BY_CODE } from "./errors";
 import { observeRequests, requestLog, requestLogger } from "./middleware/observability";
@@ -81,6 +82,28 @@ export const app = new Hono<AppEnv>()
   .route("/v1/integrations/github", githubIntegrationRoutes)
   .route("/v1/hooks/github", githubHookRoutes);
 
+/**
+ * A request refused for a security reason, for the admin feed: credentials that did not verify (a bearer token,
+ * or a signed hook), or a rate limit. A missing credential on a protected route is an ordinary 401, not an attack.
+ */
+function refusedRequest(c: Context<AppEnv>, code: ErrorCode, reason: string): RefusedRequest | null {
+  const credentials =
+    c.req.header("authorization") !== undefined ||
+    c.req.header("x-hub-signature-256") !== undefined ||
+    // The token exchange carries its API key in the body.
+    new URL(c.req.url).pathname === "/v1/auth/token";
+  if (code === "UNAUTHENTICATED" && !credentials) return null;
+  if (code !== "UNAUTHENTICATED" && code !== "RATE_LIMITED") return null;
+  return {
+    kind: code === "RATE_LIMITED" ? "rate_limited" : "auth_failed",
+    accountId: c.get("principal")?.accountId ?? null,
+    address: c.req.header("cf-connecting-ip") ?? null,
+    method: c.req.method,
+    path: new URL(c.req.url).pathname,
+    reason,
+  };
+}
+
 app.onError((error, c) => {
   let code: ErrorCode = "INTERNAL";
   let message = "Something went wrong on our side; the request id helps us find it";
@@ -94,6 +117,14 @@ app.onError((error, c) => {
     message = error.message || "Bad request";
   } else {
     requestLog(c).error("unhandled error", { error });
+  }
+  const refused = refusedRequest(c, code, message);
+  if (refused) {
+    try {
+      c.executionCtx.waitUntil(reportRefusedRequest(c.env, refused));
+    } catch {
+      // No execution context (a direct app.request call): nothing to report from.
+    }
   }
   const body: ErrorBody = { error: { code, message, requestId: c.get("requestId") ?? "unknown" } };
   if (details !== undefined) body.error.details = details;

@@ -1,6 +1,6 @@
 import { Hono } from "hono";
 import { z } from "zod";
-import { requireAccount } from "../../shared/auth/principal";
+import { requireAccount, requirePrincipal } from "../../shared/auth/principal";
 import { roleSchema } from "../../shared/auth/roles";
 import { scopesSchema } from "../../shared/auth/scopes";
 import {
@@ -14,6 +14,8 @@ import {
 import { database } from "../../shared/db/client";
 import { HANDLE_PATTERN } from "../../shared/domain/manifest";
 import { AppError } from "../../shared/errors";
+import { flushOutbox } from "../../shared/events/outbox";
+import { recordRolesChanged } from "../../shared/events/security-events";
 import type { AppEnv } from "../context";
 import { withAccount, withRole } from "../middleware/guards";
 import { rateLimit } from "../middleware/rate-limit";
@@ -70,11 +72,10 @@ export const accountRoutes = new Hono<AppEnv>()
     pathParams(z.object({ handle: handleSchema })),
     jsonBody(z.object({ roles: z.array(roleSchema).max(3) }).strict()),
     async (c) => {
-      const account = await setRoles(
-        database(c.env.DB),
-        c.req.valid("param").handle,
-        c.req.valid("json").roles,
-      );
+      const db = database(c.env.DB);
+      const account = await setRoles(db, c.req.valid("param").handle, c.req.valid("json").roles);
+      await recordRolesChanged(db, account, requirePrincipal(c.get("principal")));
+      c.executionCtx.waitUntil(flushOutbox(db, c.env));
       return c.json({ account });
     },
   );
