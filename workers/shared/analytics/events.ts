@@ -50,19 +50,30 @@ export function eventRow(event: CloudEvent, ingestedAt: Date): EventRow {
   };
 }
 
+const STORED_IDS_PER_QUERY = 2000;
+const STORED_IDS_QUERIES_AT_ONCE = 4;
+
 /** Ids among `ids` that are already stored. The events table is ordered by id, so this is an index lookup. */
 export async function storedIds(env: ClickHouseEnv, ids: string[]): Promise<Set<string>> {
   const found = new Set<string>();
-  // Chunks keep each query under ClickHouse's default 256 KiB max_query_size.
-  for (let i = 0; i < ids.length; i += 2000) {
-    const chunk = ids.slice(i, i + 2000);
-    const rows = await queryRows(
-      env,
-      sql`SELECT DISTINCT id FROM events WHERE id IN ${chunk}`,
-      z.object({ id: z.string() }),
-    );
-    for (const row of rows) found.add(row.id);
-  }
+  // Chunks keep each query under ClickHouse's default 256 KiB max_query_size. A few run at once: each is an
+  // index lookup that mostly waits on the round trip, and a large batch has tens of them.
+  const chunks: string[][] = [];
+  for (let i = 0; i < ids.length; i += STORED_IDS_PER_QUERY)
+    chunks.push(ids.slice(i, i + STORED_IDS_PER_QUERY));
+  let next = 0;
+  const worker = async () => {
+    while (next < chunks.length) {
+      const chunk = chunks[next++] as string[];
+      const rows = await queryRows(
+        env,
+        sql`SELECT DISTINCT id FROM events WHERE id IN ${chunk}`,
+        z.object({ id: z.string() }),
+      );
+      for (const row of rows) found.add(row.id);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(STORED_IDS_QUERIES_AT_ONCE, chunks.length) }, worker));
   return found;
 }
 
