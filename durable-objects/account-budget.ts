@@ -18,11 +18,16 @@ export interface BudgetStatus {
   configured: boolean;
   config: BudgetConfig | null;
   period: string;
+  /** This period's token limit: the configured one plus what rolled over from last period. */
   limitTokens: number | null;
   carriedTokens: number;
   spentTokens: number;
   reservedTokens: number;
+  /** This period's money limit: the configured one plus what rolled over from last period. */
+  limitMicroUsd: number | null;
+  carriedMicroUsd: number;
   spentMicroUsd: number;
+  reservedMicroUsd: number;
   alerts: { level: string; at: string }[];
 }
 
@@ -91,7 +96,13 @@ export class AccountBudget extends DurableObject<Env> {
       carriedTokens: counters.carried,
       spentTokens: counters.spent,
       reservedTokens: counters.reserved,
+      limitMicroUsd:
+        config?.limitMicroUsd === null || config === null
+          ? null
+          : config.limitMicroUsd + counters.carriedMicroUsd,
+      carriedMicroUsd: counters.carriedMicroUsd,
       spentMicroUsd: counters.spentMicroUsd,
+      reservedMicroUsd: counters.reservedMicroUsd,
       alerts: this.sql
         .exec<Row>("SELECT level, at FROM alerts WHERE period = ? ORDER BY at", period)
         .toArray()
@@ -127,7 +138,9 @@ export class AccountBudget extends DurableObject<Env> {
         }
       }
       if (config.limitMicroUsd !== null) {
-        const hardUsd = Math.floor((config.limitMicroUsd * config.hardPct) / 100);
+        const hardUsd = Math.floor(
+          ((config.limitMicroUsd + counters.carriedMicroUsd) * config.hardPct) / 100,
+        );
         if (counters.spentMicroUsd + counters.reservedMicroUsd + microUsd > hardUsd) {
           await this.alert(
             period,
@@ -164,14 +177,27 @@ export class AccountBudget extends DurableObject<Env> {
     );
     const config = this.config();
     const period = String(reservation.period);
-    if (config?.limitTokens !== null && config) {
-      const counters = this.counters(period);
+    if (!config) return;
+    const counters = this.counters(period);
+    // Either limit crossing its soft share raises the period's one soft alert.
+    if (config.limitTokens !== null) {
       const limit = config.limitTokens + counters.carried;
       if (counters.spent >= (limit * config.softPct) / 100) {
         await this.alert(
           period,
           "soft",
           { spentTokens: counters.spent, limitTokens: limit, softPct: config.softPct },
+          traceparent,
+        );
+      }
+    }
+    if (config.limitMicroUsd !== null) {
+      const limit = config.limitMicroUsd + counters.carriedMicroUsd;
+      if (counters.spentMicroUsd >= (limit * config.softPct) / 100) {
+        await this.alert(
+          period,
+          "soft",
+          { spentMicroUsd: counters.spentMicroUsd, limitMicroUsd: limit, softPct: config.softPct },
           traceparent,
         );
       }
@@ -215,13 +241,18 @@ export class AccountBudget extends DurableObject<Env> {
     };
   }
 
-  /** Spent, reserved and carried-over tokens of a period; carry-over is last period's unused limit. */
+  /**
+   * Spent, reserved and carried-over tokens and money of a period. With rollover, carry-over is last period's
+   * unused configured limit (its own carry-over does not roll again), counted when the account used its budget
+   * last period at all: the budget keeps no history of when it was configured.
+   */
   private counters(period: string): {
     spent: number;
     reserved: number;
     spentMicroUsd: number;
     reservedMicroUsd: number;
     carried: number;
+    carriedMicroUsd: number;
   } {
     const totals = this.row(
       `SELECT coalesce(sum(CASE WHEN settled = 1 THEN spent_tokens ELSE 0 END), 0) AS spent,
@@ -233,13 +264,18 @@ export class AccountBudget extends DurableObject<Env> {
     );
     const config = this.config();
     let carried = 0;
-    if (config?.rollover && config.limitTokens !== null) {
+    let carriedMicroUsd = 0;
+    if (config?.rollover) {
       const previous = this.row(
-        "SELECT coalesce(sum(spent_tokens), 0) AS spent, count(*) AS n FROM reservations WHERE period = ? AND settled = 1",
+        `SELECT coalesce(sum(spent_tokens), 0) AS spent, coalesce(sum(spent_micro_usd), 0) AS usd, count(*) AS n
+         FROM reservations WHERE period = ? AND settled = 1`,
         previousPeriod(period),
       );
-      if (previous && Number(previous.n) > 0)
-        carried = Math.max(0, config.limitTokens - Number(previous.spent));
+      if (previous && Number(previous.n) > 0) {
+        if (config.limitTokens !== null) carried = Math.max(0, config.limitTokens - Number(previous.spent));
+        if (config.limitMicroUsd !== null)
+          carriedMicroUsd = Math.max(0, config.limitMicroUsd - Number(previous.usd));
+      }
     }
     return {
       spent: Number(totals?.spent ?? 0),
@@ -247,6 +283,7 @@ export class AccountBudget extends DurableObject<Env> {
       spentMicroUsd: Number(totals?.usd ?? 0),
       reservedMicroUsd: Number(totals?.reserved_usd ?? 0),
       carried,
+      carriedMicroUsd,
     };
   }
 
