@@ -23,7 +23,7 @@ import {
   TERMINAL_PROJECT,
 } from "../workers/shared/kamachiq/types";
 import { type LogFields, Logger, traceFields } from "../workers/shared/observability/logger";
-import { continueTrace, parseTraceparent } from "../workers/shared/observability/trace";
+import { continueTrace, formatTraceparent, parseTraceparent } from "../workers/shared/observability/trace";
 import type { AccountBudget } from "./account-budget";
 import { migrateCoordinatorSchema } from "./project-coordinator.schema";
 
@@ -95,6 +95,8 @@ export class ProjectCoordinator extends DurableObject<Env> implements Coordinato
     if (this.project()) return ok(this.snapshotNow());
     const now = nowIso();
     const planning = input.planning;
+    // Stored in the canonical form: the queue message schemas hold a version-00 header's 55 characters.
+    const trace = parseTraceparent(input.traceparent);
     this.ctx.storage.transactionSync(() => {
       this.sql.exec(
         `INSERT INTO project (id, name, owner_id, owner_handle, status, limit_tokens, max_parallel, quality_threshold,
@@ -117,7 +119,7 @@ export class ProjectCoordinator extends DurableObject<Env> implements Coordinato
       this.sql.exec(
         "UPDATE project SET max_spend_micro_usd = ?, traceparent = ?",
         input.maxSpendMicroUsd,
-        parseTraceparent(input.traceparent) ? input.traceparent : null,
+        trace ? formatTraceparent(trace) : null,
       );
       this.insertTasks(input.tasks, planning);
       this.emit("project.created", null, {
