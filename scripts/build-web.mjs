@@ -1,26 +1,16 @@
-import { copyFile, mkdir, readdir, rm } from "node:fs/promises";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
-
-const PAGE_FILES = /(\.(html|css|js|svg|png|ico|webmanifest|txt)|^_headers)$/;
+import { build } from "vite";
 
 /**
- * Builds the browser app into web/dist, where wrangler serves static assets from. The app is a placeholder
- * page for now, so building is copying its files.
+ * Builds the browser app (web/, Vite + Preact) into web/dist, where wrangler serves static assets from.
  * @param {string} root the repository root
  * @returns {Promise<string>} the output directory
  */
 export async function buildWeb(root) {
   const source = join(root, "web");
-  const out = join(source, "dist");
-  await rm(out, { recursive: true, force: true });
-  await mkdir(out, { recursive: true });
-  for (const entry of await readdir(source, { withFileTypes: true })) {
-    if (entry.isFile() && PAGE_FILES.test(entry.name)) {
-      await copyFile(join(source, entry.name), join(out, entry.name));
-    }
-  }
-  return out;
+  await build({ configFile: join(source, "vite.config.ts"), root: source, logLevel: "warn" });
+  return join(source, "dist");
 }
 
 if (process.argv[1] && resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {

@@ -14,7 +14,7 @@ export XDG_CONFIG_HOME="$PWD/.wrangler/config"
 # System packages the tests call: openssl verifies capsule signatures independently of the platform;
 # clickhouse-server is the analytics store both test runs start (scripts/clickhouse.mjs), with its client
 # for poking at it by hand. Chromium joins this list with the tests that need it.
-APT_PACKAGES=(openssl clickhouse-server clickhouse-client)
+APT_PACKAGES=(openssl clickhouse-server clickhouse-client chromium)
 
 report_dir="$(mktemp -d "${TMPDIR:-/tmp}/soma-test-XXXXXX")"
 trap 'rm -rf "$report_dir"' EXIT

@@ -1,6 +1,8 @@
 import { Hono } from "hono";
+import { createMiddleware } from "hono/factory";
 import { z } from "zod";
-import { requireAccount, requirePrincipal } from "../../shared/auth/principal";
+import { requireAccount, requirePrincipal, resolvePrincipal } from "../../shared/auth/principal";
+import { bearerFromWebSocketProtocols, LIVE_PROTOCOL } from "../../shared/auth/websocket-bearer";
 import { database } from "../../shared/db/client";
 import { AppError } from "../../shared/errors";
 import { artifactArchive, listArtifacts, readArtifact } from "../../shared/kamachiq/artifacts";
@@ -22,6 +24,15 @@ const taskParams = projectParams.extend({
   taskId: z.string().regex(/^[a-z0-9][a-z0-9_.-]{0,63}$/, "not a task id"),
 });
 const limitQuery = z.object({ limit: z.coerce.number().int().min(1).max(200).default(50) }).strict();
+
+/** Resolves the caller of a browser WebSocket from the token it offered as a subprotocol (no headers there). */
+const webSocketBearer = createMiddleware<AppEnv>(async (c, next) => {
+  const token = bearerFromWebSocketProtocols(c.req.header("sec-websocket-protocol"));
+  if (token && !c.get("principal")) {
+    c.set("principal", await resolvePrincipal(c.env, database(c.env.DB), `Bearer ${token}`));
+  }
+  await next();
+});
 
 export const projectRoutes = new Hono<AppEnv>()
   .post("/", withAccount, jsonBody(createProjectSchema), async (c) => {
@@ -64,7 +75,7 @@ export const projectRoutes = new Hono<AppEnv>()
     );
     return c.json({ report: unwrap(await stub.report()) });
   })
-  .get("/:id/ws", signedIn, pathParams(projectParams), async (c) => {
+  .get("/:id/ws", webSocketBearer, signedIn, pathParams(projectParams), async (c) => {
     if (c.req.header("upgrade")?.toLowerCase() !== "websocket") {
       return c.json(
         {
@@ -83,7 +94,13 @@ export const projectRoutes = new Hono<AppEnv>()
       requirePrincipal(c.get("principal")),
       c.req.valid("param").id,
     );
-    return stub.fetch(c.req.raw);
+    const upgraded = await stub.fetch(c.req.raw);
+    if (!bearerFromWebSocketProtocols(c.req.header("sec-websocket-protocol"))) return upgraded;
+    return new Response(null, {
+      status: upgraded.status,
+      webSocket: upgraded.webSocket,
+      headers: { "sec-websocket-protocol": LIVE_PROTOCOL },
+    });
   })
   .get("/:id/events", signedIn, pathParams(projectParams), async (c) => {
     const stub = await projectFor(
