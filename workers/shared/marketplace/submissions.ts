@@ -8,6 +8,7 @@ import { namespaceOf } from "../domain/manifest";
 import { AUTO_APPROVE_BELOW, assessRisk, type RiskFinding } from "../domain/risk";
 import { AppError } from "../errors";
 import { cloudEvent, outboxInsert } from "../events/outbox";
+import { Logger } from "../observability/logger";
 import { submissionBundleKey } from "../storage/bundles";
 import { bundleLimits } from "./limits";
 import { type PublishEnv, publishSubmission } from "./publishing";
@@ -360,14 +361,10 @@ export async function publishPendingApprovals(env: PublishEnv, db: Database): Pr
       await publishSubmission(env, db, row);
       published += 1;
     } catch (error) {
-      console.error(
-        JSON.stringify({
-          level: "error",
-          msg: "publishing an approved submission failed",
-          submissionId: row.id,
-          error: String(error),
-        }),
-      );
+      new Logger({ component: "cron" }).error("publishing an approved submission failed", {
+        submissionId: row.id,
+        error,
+      });
     }
   }
   return published;
