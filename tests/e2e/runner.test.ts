@@ -291,6 +291,52 @@ describe("soma runner against the platform", () => {
     expect(await artifact(owner, id, "inspect/report.md")).toMatch(/^# Workspace report/);
   }, 90_000);
 
+  it("logs --json lines on the project's trace: the traceparent sent with POST /v1/projects reaches the runner", async () => {
+    const traceId = randomBytes(16).toString("hex");
+    const created = await api("/v1/projects", {
+      token: owner.apiKey,
+      headers: { traceparent: `00-${traceId}-${randomBytes(8).toString("hex")}-01` },
+      json: {
+        name: "traced runner e2e",
+        spec: {
+          tasks: [
+            {
+              id: "traced",
+              capsule: `${inspector}@^1`,
+              inputs: { message: "traced" },
+              successCriteria: ["key:facts"],
+            },
+          ],
+          acceptPermissions: ["artifacts.read", "artifacts.write", "runner.exec"],
+        },
+        budget: { tokens: 500_000 },
+      },
+    });
+    expect(created.status, await created.clone().text()).toBe(201);
+    expect(created.headers.get("traceparent")).toMatch(new RegExp(`^00-${traceId}-`));
+    const id = ((await created.json()) as { project: { id: string } }).project.id;
+    const runner = startRunner(owner, ["--json", "--poll-seconds", "5", "--id", "e2e-traced"], {
+      direct: true,
+    });
+    runners.push(runner);
+    expect((await waitFor(owner, id, ["completed", "failed"], 60_000)).status).toBe("completed");
+    process.kill(-runner.child.pid!, "SIGTERM");
+    expect(await runner.exited, runner.output()).toBe(0);
+    const lines = runner
+      .output()
+      .split("\n")
+      .filter((line) => line.startsWith("{"))
+      .map(
+        (line) =>
+          JSON.parse(line) as Record<string, unknown> & { job?: { attemptId: string; taskId: string } },
+      );
+    const claimed = lines.find((line) => line.msg === "claimed" && line.job?.taskId === "traced");
+    expect(claimed).toMatchObject({ level: "info", component: "runner", traceId });
+    expect(claimed?.requestId).toBe(claimed?.job?.attemptId);
+    const finished = lines.find((line) => line.msg === "finished" && line.job?.taskId === "traced");
+    expect(finished).toMatchObject({ traceId, spanId: claimed?.spanId, status: "succeeded" });
+  }, 90_000);
+
   it("exits at once with --once when no job is waiting, and refuses a bad token", async () => {
     const idle = startRunner(owner, ["--once", "--poll-seconds", "0"]);
     runners.push(idle);
