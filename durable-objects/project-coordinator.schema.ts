@@ -139,6 +139,27 @@ const MIGRATIONS: SqlMigration[] = [
     // The W3C trace of the request that created the project: every agent task, runner job and event carries it.
     sql: "ALTER TABLE project ADD COLUMN traceparent TEXT;",
   },
+  {
+    version: 7,
+    // Model calls a sandboxed capsule made through ctx.llm, metered by the host as the provider reported them;
+    // the part of an attempt's tokens the platform's per-model price applies to; and the queue message an
+    // attempt runs for, so a duplicate message never runs the same attempt a second time.
+    sql: `
+      CREATE TABLE model_calls (
+        id TEXT PRIMARY KEY,
+        attempt_id TEXT NOT NULL,
+        capsule TEXT NOT NULL,
+        provider TEXT NOT NULL,
+        model TEXT NOT NULL,
+        input_tokens INTEGER NOT NULL,
+        output_tokens INTEGER NOT NULL,
+        created_at TEXT NOT NULL
+      );
+      CREATE INDEX model_calls_attempt ON model_calls(attempt_id);
+      ALTER TABLE attempts ADD COLUMN model_tokens INTEGER NOT NULL DEFAULT 0;
+      ALTER TABLE attempts ADD COLUMN claim TEXT;
+    `,
+  },
 ];
 
 export function migrateCoordinatorSchema(sql: SqlStorage): void {

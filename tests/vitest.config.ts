@@ -38,6 +38,8 @@ export default defineConfig(async () => {
               ...testSecrets,
               // Fast retries and short leases keep the KAMACHIQ tests quick; the logic is the same at any scale.
               KAMACHIQ_RETRY_BASE_MS: "50",
+              // The platform's price for the test model provider's model, per 1,000 tokens (micro-USD).
+              MODEL_PRICES: JSON.stringify({ "gpt-4o-mini": 1_000_000 }),
               // The optional scrape-only token of GET /metrics.
               METRICS_TOKEN: `test-metrics-${randomBytes(16).toString("hex")}`,
               CLICKHOUSE_URL: clickhouse.url,
@@ -53,7 +55,10 @@ export default defineConfig(async () => {
     test: {
       root,
       include: ["tests/{unit,api,durable-objects,consumers}/**/*.test.ts"],
-      globalSetup: [path.join(root, "tests/clickhouse-global-setup.ts")],
+      globalSetup: [
+        path.join(root, "tests/clickhouse-global-setup.ts"),
+        path.join(root, "tests/model-provider-global-setup.ts"),
+      ],
       setupFiles: [path.join(root, "tests/setup.ts")],
       testTimeout: 30_000,
       // The Worker's info-level JSON lines (one access log per request) would drown the test output.

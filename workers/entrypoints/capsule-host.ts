@@ -8,7 +8,8 @@ import {
   MAX_ARTIFACT_BYTES,
   requirePermission,
 } from "../shared/agents/capabilities";
-import { callModel, type ModelRequest, modelGatewayEnv } from "../shared/agents/model-gateway";
+import { meteredModelCall } from "../shared/agents/metered-model";
+import type { ModelRequest } from "../shared/agents/model-gateway";
 import { AppError } from "../shared/errors";
 import { Logger } from "../shared/observability/logger";
 
@@ -79,7 +80,7 @@ export class CapsuleHost extends WorkerEntrypoint<Env, CapsuleHostProps> {
 
   async llm(request: ModelRequest) {
     requirePermission(this.ctx.props, "llm");
-    return callModel(modelGatewayEnv(this.env), request);
+    return meteredModelCall(this.env, this.ctx.props, request);
   }
 
   async log(message: string): Promise<void> {

@@ -22,9 +22,10 @@ interface ExecutionInput {
  */
 async function recordModelCharge(
   db: Database,
-  input: ExecutionInput & { model: string | null; modelPrices: ModelPrices },
+  input: ExecutionInput & { model: string | null; modelTokens?: number; modelPrices: ModelPrices },
 ): Promise<number> {
-  const amount = modelCharge(input.modelPrices, input.model, input.tokens);
+  const tokens = input.modelTokens ?? input.tokens;
+  const amount = modelCharge(input.modelPrices, input.model, tokens);
   if (amount === 0 || !input.model) return 0;
   const txId = `model:${input.attemptId}`;
   const now = nowIso();
@@ -43,7 +44,7 @@ async function recordModelCharge(
     projectId: input.projectId,
     attemptId: input.attemptId,
     pricingModel: "model_tokens",
-    tokens: input.tokens,
+    tokens,
     amountMicroUsd: amount,
   });
   charge.id = `model-charge:${input.attemptId}`;
@@ -208,7 +209,13 @@ export async function recordExecutionCharge(
 /** Counts a settled execution (once per attempt) and charges it when it succeeded. */
 export async function recordExecution(
   db: Database,
-  input: ExecutionInput & { succeeded: boolean; model: string | null; modelPrices: ModelPrices },
+  input: ExecutionInput & {
+    succeeded: boolean;
+    model: string | null;
+    /** The part of `tokens` spent on `model` (a worker's ctx.llm calls); all of them when omitted. */
+    modelTokens?: number;
+    modelPrices: ModelPrices;
+  },
 ): Promise<number> {
   // The marker row's own id gates the increment: if a concurrent job inserted the marker first, this insert is
   // ignored, the id below never exists, and the count moves once.

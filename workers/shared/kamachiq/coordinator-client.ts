@@ -1,5 +1,12 @@
 import type { CoordinatorCreateInput } from "../../../durable-objects/project-coordinator";
-import type { AttemptContext, CoordinatorResult, Outcome, ProjectSnapshot, TaskView } from "./types";
+import type {
+  AttemptContext,
+  CoordinatorResult,
+  ModelCall,
+  Outcome,
+  ProjectSnapshot,
+  TaskView,
+} from "./types";
 
 export interface ProjectReport {
   project: Pick<
@@ -22,6 +29,8 @@ export interface CoordinatorApi {
   snapshot(): Promise<CoordinatorResult<ProjectSnapshot>>;
   startAttempt(attemptId: string): Promise<CoordinatorResult<AttemptContext>>;
   settleAttempt(attemptId: string, outcome: Outcome): Promise<CoordinatorResult<{ duplicate: boolean }>>;
+  modelAllowance(attemptId: string): Promise<CoordinatorResult<{ remainingTokens: number }>>;
+  recordModelCall(attemptId: string, call: ModelCall): Promise<CoordinatorResult<{ recorded: boolean }>>;
   reviewTask(
     taskId: string,
     decision: "approve" | "reject" | "request_changes",

@@ -66,6 +66,19 @@ export const usageSchema = z.object({
   model: z.string().max(200).optional(),
 });
 
+/** One model call a sandboxed capsule made through ctx.llm, as the host metered it from the provider's answer. */
+export const modelCallSchema = z
+  .object({
+    id: z.string().regex(/^mdl_[a-f0-9]{32}$/),
+    capsule: z.string().min(1).max(200),
+    provider: z.string().min(1).max(32),
+    model: z.string().min(1).max(200),
+    inputTokens: z.int().min(0).max(1_000_000_000),
+    outputTokens: z.int().min(0).max(1_000_000_000),
+  })
+  .strict();
+export type ModelCall = z.output<typeof modelCallSchema>;
+
 /** How an attempt ended, reported by an agent or a runner. Validated at every boundary. */
 export const outcomeSchema = z.discriminatedUnion("status", [
   z
