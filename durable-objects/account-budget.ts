@@ -1,5 +1,5 @@
 import { DurableObject } from "cloudflare:workers";
-import { Logger, traceFields } from "../workers/shared/observability/logger";
+import { Logger, setDefaultLogLevel, traceFields } from "../workers/shared/observability/logger";
 import { continueTrace } from "../workers/shared/observability/trace";
 import { migrateAccountBudgetSchema } from "./account-budget.schema";
 
@@ -59,6 +59,7 @@ export class AccountBudget extends DurableObject<Env> {
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
+    setDefaultLogLevel(env.LOG_LEVEL);
     this.sql = ctx.storage.sql;
     ctx.blockConcurrencyWhile(async () => migrateAccountBudgetSchema(ctx.storage.sql));
   }

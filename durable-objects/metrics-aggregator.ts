@@ -1,5 +1,5 @@
 import { DurableObject } from "cloudflare:workers";
-import { Logger } from "../workers/shared/observability/logger";
+import { Logger, setDefaultLogLevel } from "../workers/shared/observability/logger";
 import {
   bucketsOf,
   labelText,
@@ -26,6 +26,7 @@ export class MetricsAggregator extends DurableObject<Env> {
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
+    setDefaultLogLevel(env.LOG_LEVEL);
     this.sql = ctx.storage.sql;
     ctx.blockConcurrencyWhile(async () => migrateMetricsAggregatorSchema(ctx.storage.sql));
   }

@@ -14,8 +14,6 @@ import {
   type AttemptContext,
   type CoordinatorResult,
   type JsonValue,
-  type ModelCall,
-  modelCallSchema,
   type Outcome,
   outcomeSchema,
   type ProjectSnapshot,
@@ -24,7 +22,12 @@ import {
   type TaskView,
   TERMINAL_PROJECT,
 } from "../workers/shared/kamachiq/types";
-import { type LogFields, Logger, traceFields } from "../workers/shared/observability/logger";
+import {
+  type LogFields,
+  Logger,
+  setDefaultLogLevel,
+  traceFields,
+} from "../workers/shared/observability/logger";
 import { continueTrace, formatTraceparent, parseTraceparent } from "../workers/shared/observability/trace";
 import type { AccountBudget } from "./account-budget";
 import { migrateCoordinatorSchema } from "./project-coordinator.schema";
@@ -86,6 +89,7 @@ export class ProjectCoordinator extends DurableObject<Env> implements Coordinato
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
+    setDefaultLogLevel(env.LOG_LEVEL);
     this.sql = ctx.storage.sql;
     ctx.blockConcurrencyWhile(async () => migrateCoordinatorSchema(ctx.storage.sql));
   }
@@ -155,10 +159,9 @@ export class ProjectCoordinator extends DurableObject<Env> implements Coordinato
     this.ctx.storage.transactionSync(() => {
       if (attempt.status !== "running") {
         this.sql.exec(
-          "UPDATE attempts SET status = 'running', started_at = ?, lease_until = ?, claim = ? WHERE id = ?",
+          "UPDATE attempts SET status = 'running', started_at = ?, lease_until = ? WHERE id = ?",
           nowIso(),
           lease,
-          claim ?? null,
           attemptId,
         );
         this.setTaskStatus(String(task.id), "running");
@@ -226,14 +229,10 @@ export class ProjectCoordinator extends DurableObject<Env> implements Coordinato
     const task = this.row("SELECT * FROM tasks WHERE id = ?", attempt.task_id)!;
     const taskId = String(task.id);
     const reserved = Number(attempt.reserved_tokens);
-    // What the host metered for this attempt's ctx.llm calls (the capsule's and its reviewer's), as the provider
-    // reported them; it adds to what the agent measured, which never includes those calls.
-    const metered = this.meteredModelUsage(attemptId, String(task.capsule));
     const usage = {
       inputTokens:
         outcome.usage.inputTokens +
-        (outcome.status === "succeeded" ? (outcome.gateUsage?.inputTokens ?? 0) : 0) +
-        metered.all.inputTokens,
+        (outcome.status === "succeeded" ? (outcome.gateUsage?.inputTokens ?? 0) : 0),
       outputTokens:
         outcome.usage.outputTokens +
         (outcome.status === "succeeded" ? (outcome.gateUsage?.outputTokens ?? 0) : 0),
@@ -268,17 +267,7 @@ export class ProjectCoordinator extends DurableObject<Env> implements Coordinato
       });
     }
 
-    // The check and the commit run with no await between them: of concurrent settlements of one attempt, the
-    // first to get here commits; the others find it settled and change nothing.
-    let duplicate = false;
     this.ctx.storage.transactionSync(() => {
-      const current = this.row("SELECT status FROM attempts WHERE id = ?", attemptId);
-      if (!["dispatching", "queued", "running"].includes(String(current?.status))) {
-        duplicate = true;
-        return;
-      }
-      // Read again: the task may have moved (a cancel, a review) while the output was stored.
-      const live = this.row("SELECT * FROM tasks WHERE id = ?", taskId)!;
       const now = nowIso();
       this.sql.exec(
         `UPDATE attempts SET status = ?, input_tokens = ?, output_tokens = ?, error = ?, output_key = ?, finished_at = ?,
@@ -339,7 +328,7 @@ export class ProjectCoordinator extends DurableObject<Env> implements Coordinato
         this.emit("project.planned", null, { tasks: planned.length });
         return;
       }
-      this.applyGate(this.project()!, live, attemptId, outcome.gate ?? null);
+      this.applyGate(project, task, attemptId, outcome.gate ?? null);
     });
     await this.advance();
     return ok({ duplicate: false });
@@ -1004,9 +993,7 @@ export class ProjectCoordinator extends DurableObject<Env> implements Coordinato
     const project = this.project();
     if (!project || Number(project.soft_alerted) === 1) return;
     const budget = this.budget();
-    // The soft share is of the configured limit, not of the hard cap.
-    const limit = Number(project.limit_tokens);
-    const threshold = (limit * Number(project.soft_pct)) / 100;
+    const threshold = (budget.limitTokens * Number(project.soft_pct)) / 100;
     if (budget.spentTokens < threshold) return;
     this.sql.exec("UPDATE project SET soft_alerted = 1");
     this.emit("budget.threshold", null, {
@@ -1030,35 +1017,6 @@ export class ProjectCoordinator extends DurableObject<Env> implements Coordinato
     return Number(this.row(query, ...bindings)?.n ?? 0);
   }
 
-  /** Tokens of an attempt's recorded ctx.llm calls: all of them, and the task capsule's own with its model. */
-  private meteredModelUsage(
-    attemptId: string,
-    capsule: string,
-  ): {
-    all: { inputTokens: number; outputTokens: number };
-    capsule: { tokens: number; model: string | undefined };
-  } {
-    const rows = this.sql
-      .exec<Row>(
-        `SELECT capsule, model, sum(input_tokens) AS i, sum(output_tokens) AS o FROM model_calls WHERE attempt_id = ?
-         GROUP BY capsule, model ORDER BY sum(input_tokens + output_tokens) DESC, model`,
-        attemptId,
-      )
-      .toArray();
-    const own = rows.filter((r) => r.capsule === capsule);
-    return {
-      all: {
-        inputTokens: rows.reduce((n, r) => n + Number(r.i), 0),
-        outputTokens: rows.reduce((n, r) => n + Number(r.o), 0),
-      },
-      // One model is billed per attempt: the one the capsule spent most tokens on.
-      capsule: {
-        tokens: own.reduce((n, r) => n + Number(r.i) + Number(r.o), 0),
-        model: own[0] ? String(own[0].model) : undefined,
-      },
-    };
-  }
-
   private budget(): ProjectSnapshot["budget"] {
     const project = this.project();
     const spent = this.count(
@@ -1067,9 +1025,7 @@ export class ProjectCoordinator extends DurableObject<Env> implements Coordinato
     const reserved = this.count(
       `SELECT coalesce(sum(reserved_tokens), 0) AS n FROM attempts WHERE status IN ${ACTIVE_ATTEMPT}`,
     );
-    // What reservations may reach: the limit times its hard share (100% unless a budget PUT set another).
-    const cap = Math.floor((Number(project?.limit_tokens ?? 0) * Number(project?.hard_pct ?? 100)) / 100);
-    return { limitTokens: cap, reservedTokens: reserved, spentTokens: spent };
+    return { limitTokens: Number(project?.limit_tokens ?? 0), reservedTokens: reserved, spentTokens: spent };
   }
 
   private setTaskStatus(

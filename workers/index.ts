@@ -7,7 +7,7 @@ import { retentionDaysFrom, runRetention } from "./shared/analytics/retention";
 import { database } from "./shared/db/client";
 import { flushOutbox } from "./shared/events/outbox";
 import { publishPendingApprovals } from "./shared/marketplace/submissions";
-import { Logger } from "./shared/observability/logger";
+import { Logger, setDefaultLogLevel } from "./shared/observability/logger";
 import { recordMetrics } from "./shared/observability/metrics-client";
 
 export { AccountBudget } from "../durable-objects/account-budget";
@@ -25,10 +25,14 @@ function queueLabel(name: string): string {
 }
 
 export default {
-  fetch: app.fetch,
+  fetch(request, env, ctx) {
+    setDefaultLogLevel(env.LOG_LEVEL);
+    return app.fetch(request, env, ctx);
+  },
 
   /** Dispatches by queue name (environments prefix names, so match on the suffix). */
   async queue(batch, env, ctx) {
+    setDefaultLogLevel(env.LOG_LEVEL);
     const queue = queueLabel(batch.queue);
     const now = Date.now();
     recordMetrics(
@@ -56,6 +60,7 @@ export default {
    * Daily: archive raw analytics days past retention to R2 and drop them from ClickHouse.
    */
   async scheduled(controller, env, ctx) {
+    setDefaultLogLevel(env.LOG_LEVEL);
     const log = new Logger({ component: "cron", cron: controller.cron });
     if (controller.cron === RETENTION_CRON) {
       ctx.waitUntil(

@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { eventMetrics } from "../../workers/shared/observability/event-metrics";
-import { Logger } from "../../workers/shared/observability/logger";
+import { Logger, setDefaultLogLevel } from "../../workers/shared/observability/logger";
 import { labelText, renderPrometheus } from "../../workers/shared/observability/metrics";
 import {
   childSpan,
@@ -75,6 +75,22 @@ describe("Logger", () => {
       traceId: null,
       spanId: null,
     });
+  });
+
+  it("takes its default level from LOG_LEVEL, ignoring values that are not levels", () => {
+    const lines: string[] = [];
+    const sink = (_level: string, line: string) => lines.push(line);
+    try {
+      setDefaultLogLevel("warn");
+      new Logger({}, { sink }).info("dropped");
+      new Logger({}, { sink }).warn("kept");
+      setDefaultLogLevel("toString");
+      new Logger({}, { sink }).debug("dropped at the info default");
+      new Logger({}, { sink }).info("kept at the info default");
+    } finally {
+      setDefaultLogLevel(undefined);
+    }
+    expect(lines.map((l) => JSON.parse(l).msg)).toEqual(["kept", "kept at the info default"]);
   });
 
   it("serialises errors and survives a field it cannot serialise", () => {

@@ -9,6 +9,14 @@ export type LogSink = (level: LogLevel, line: string) => void;
 
 const RANK: Record<LogLevel, number> = { debug: 10, info: 20, warn: 30, error: 40 };
 
+// Configuration, not state: set from the LOG_LEVEL var when the Worker or a Durable Object starts handling work.
+let defaultLevel: LogLevel = "info";
+
+/** Sets the level of loggers made without one; an unknown or missing value leaves `info`. */
+export function setDefaultLogLevel(level: string | undefined): void {
+  defaultLevel = level && Object.hasOwn(RANK, level) ? (level as LogLevel) : "info";
+}
+
 const consoleSink: LogSink = (level, line) => {
   if (level === "error") console.error(line);
   else if (level === "warn") console.warn(line);
@@ -42,7 +50,7 @@ export class Logger {
   constructor(fields: LogFields = {}, options: { sink?: LogSink; level?: LogLevel } = {}) {
     this.fields = fields;
     this.sink = options.sink ?? consoleSink;
-    this.minRank = RANK[options.level ?? "info"];
+    this.minRank = RANK[options.level ?? defaultLevel];
   }
 
   /** The same logger with more fields (later fields win). */
