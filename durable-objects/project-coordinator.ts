@@ -14,6 +14,8 @@ import {
   type AttemptContext,
   type CoordinatorResult,
   type JsonValue,
+  type ModelCall,
+  modelCallSchema,
   type Outcome,
   outcomeSchema,
   type ProjectSnapshot,
@@ -144,8 +146,13 @@ export class ProjectCoordinator extends DurableObject<Env> implements Coordinato
     return ok(this.snapshotNow());
   }
 
-  /** Hands an agent what it needs for an attempt; a redelivered message gets the same attempt again. */
-  async startAttempt(attemptId: string): Promise<CoordinatorResult<AttemptContext>> {
+  /**
+   * Hands an agent what it needs for an attempt. An agent passes `claim` (its queue message id): the attempt
+   * runs for one message only, so a duplicate message (another id) is refused while the attempt runs, and
+   * only a redelivery of the same message, after its agent failed, runs it again. Callers without a claim
+   * (runner claims, heartbeats and completions) get the running attempt's context and renew its lease.
+   */
+  async startAttempt(attemptId: string, claim?: string): Promise<CoordinatorResult<AttemptContext>> {
     const project = this.project();
     const attempt = this.row("SELECT * FROM attempts WHERE id = ?", attemptId);
     if (!project || !attempt) return refuse("NOT_FOUND", `Unknown attempt ${attemptId}`);
@@ -154,14 +161,20 @@ export class ProjectCoordinator extends DurableObject<Env> implements Coordinato
         status: String(attempt.status),
       });
     }
+    if (claim !== undefined && attempt.status === "running" && attempt.claim !== claim) {
+      return refuse("INVALID_STATE", `Attempt ${attemptId} is already running for another delivery`, {
+        status: "running",
+      });
+    }
     const task = this.row("SELECT * FROM tasks WHERE id = ?", attempt.task_id)!;
     const lease = Date.now() + this.leaseMs();
     this.ctx.storage.transactionSync(() => {
       if (attempt.status !== "running") {
         this.sql.exec(
-          "UPDATE attempts SET status = 'running', started_at = ?, lease_until = ? WHERE id = ?",
+          "UPDATE attempts SET status = 'running', started_at = ?, lease_until = ?, claim = ? WHERE id = ?",
           nowIso(),
           lease,
+          claim ?? null,
           attemptId,
         );
         this.setTaskStatus(String(task.id), "running");
@@ -229,21 +242,30 @@ export class ProjectCoordinator extends DurableObject<Env> implements Coordinato
     const task = this.row("SELECT * FROM tasks WHERE id = ?", attempt.task_id)!;
     const taskId = String(task.id);
     const reserved = Number(attempt.reserved_tokens);
+    // What the host metered for this attempt's ctx.llm calls (the capsule's and its reviewer's), as the provider
+    // reported them; it adds to what the agent measured, which never includes those calls.
+    const metered = this.meteredModelUsage(attemptId, String(task.capsule));
     const usage = {
       inputTokens:
         outcome.usage.inputTokens +
-        (outcome.status === "succeeded" ? (outcome.gateUsage?.inputTokens ?? 0) : 0),
+        (outcome.status === "succeeded" ? (outcome.gateUsage?.inputTokens ?? 0) : 0) +
+        metered.all.inputTokens,
       outputTokens:
         outcome.usage.outputTokens +
-        (outcome.status === "succeeded" ? (outcome.gateUsage?.outputTokens ?? 0) : 0),
+        (outcome.status === "succeeded" ? (outcome.gateUsage?.outputTokens ?? 0) : 0) +
+        metered.all.outputTokens,
     };
+    const model = outcome.usage.model ?? metered.capsule.model;
+    // The tokens the platform's per-model price applies to: a prompt capsule's, and the capsule's own ctx.llm calls.
+    const modelTokens =
+      (outcome.usage.model ? outcome.usage.inputTokens + outcome.usage.outputTokens : 0) +
+      metered.capsule.tokens;
     // Agents cap work at the reservation; the clamp keeps spent <= limit even if one did not.
     const charged = Math.min(usage.inputTokens + usage.outputTokens, reserved);
 
     let planned: PinnedTask[] | null = null;
     let planError: string | null = null;
     if (outcome.status === "succeeded" && Number(task.is_plan) === 1) {
-      this.sql.exec("UPDATE attempts SET status = 'settling' WHERE id = ?", attemptId);
       try {
         const output = plannerOutputSchema.parse(outcome.output);
         const reviewerTokens = project.reviewer
@@ -260,14 +282,25 @@ export class ProjectCoordinator extends DurableObject<Env> implements Coordinato
       }
     }
 
-    const outputKey = `projects/${project.id}/outputs/${taskId}/${attemptId}.json`;
+    // Each settlement writes its own object, so a concurrent duplicate never overwrites the output that counts.
+    const outputKey = `projects/${project.id}/outputs/${taskId}/${attemptId}-${crypto.randomUUID().slice(0, 8)}.json`;
     if (outcome.status === "succeeded") {
       await this.env.BUNDLES.put(outputKey, JSON.stringify(outcome.output ?? null), {
         httpMetadata: { contentType: "application/json" },
       });
     }
 
+    // The check and the commit run with no await between them: of concurrent settlements of one attempt, the
+    // first to get here commits; the others find it settled and change nothing.
+    let duplicate = false;
     this.ctx.storage.transactionSync(() => {
+      const current = this.row("SELECT status FROM attempts WHERE id = ?", attemptId);
+      if (!["dispatching", "queued", "running"].includes(String(current?.status))) {
+        duplicate = true;
+        return;
+      }
+      // Read again: the task may have moved (a cancel, a review) while the output was stored.
+      const live = this.row("SELECT * FROM tasks WHERE id = ?", taskId)!;
       const now = nowIso();
       this.sql.exec(
         `UPDATE attempts SET status = ?, input_tokens = ?, output_tokens = ?, error = ?, output_key = ?, finished_at = ?,
@@ -289,16 +322,16 @@ export class ProjectCoordinator extends DurableObject<Env> implements Coordinato
       this.sql.exec("DELETE FROM schedule WHERE id = ?", `lease:${attemptId}`);
       this.schedule(`acct:${attemptId}`, "account", attemptId, Date.now());
       this.checkSoftLimit();
-      if (Number(task.is_plan) !== 1) {
-        this.sql.exec(
-          "UPDATE attempts SET capsule_tokens = ?, model = ? WHERE id = ?",
-          outcome.usage.inputTokens + outcome.usage.outputTokens,
-          outcome.usage.model ?? null,
-          attemptId,
-        );
-        // Counting the execution and charging for it happen after the transaction, from this durable job.
-        this.schedule(`exec:${attemptId}`, "execution", attemptId, Date.now());
-      }
+      this.sql.exec(
+        "UPDATE attempts SET capsule_tokens = ?, model = ?, model_tokens = ? WHERE id = ?",
+        outcome.usage.inputTokens + outcome.usage.outputTokens + metered.capsule.tokens,
+        model,
+        modelTokens,
+        attemptId,
+      );
+      // Counting the execution and charging for it (planners' model tokens too) happen after the transaction,
+      // from this durable job.
+      this.schedule(`exec:${attemptId}`, "execution", attemptId, Date.now());
       this.emit("usage.tokens", taskId, {
         attemptId,
         capsule: String(task.capsule),
@@ -306,15 +339,18 @@ export class ProjectCoordinator extends DurableObject<Env> implements Coordinato
         outputTokens: usage.outputTokens,
         chargedTokens: charged,
         outcome: outcome.status === "succeeded" ? "success" : "failure",
-        ...(outcome.usage.model ? { model: outcome.usage.model } : {}),
+        ...(model ? { model } : {}),
+        ...(metered.all.inputTokens + metered.all.outputTokens > 0
+          ? { modelInputTokens: metered.all.inputTokens, modelOutputTokens: metered.all.outputTokens }
+          : {}),
         runtime: String(task.runtime),
         durationMs: Math.max(0, Date.now() - Date.parse(String(attempt.started_at ?? attempt.dispatched_at))),
         ...(outcome.status === "failed" ? { errorCode: outcome.error.code } : {}),
       });
-      if (String(task.status) === "cancelled") return;
+      if (String(live.status) === "cancelled") return;
 
       if (outcome.status === "failed") {
-        this.recordFailure(task, outcome.error.message, outcome.error.code, outcome.error.retryable);
+        this.recordFailure(live, outcome.error.message, outcome.error.code, outcome.error.retryable);
         return;
       }
       if (Number(task.is_plan) === 1) {
@@ -328,10 +364,60 @@ export class ProjectCoordinator extends DurableObject<Env> implements Coordinato
         this.emit("project.planned", null, { tasks: planned.length });
         return;
       }
-      this.applyGate(project, task, attemptId, outcome.gate ?? null);
+      this.applyGate(this.project()!, live, attemptId, outcome.gate ?? null);
     });
+    if (duplicate) {
+      if (outcome.status === "succeeded") await this.env.BUNDLES.delete(outputKey);
+      return ok({ duplicate: true });
+    }
     await this.advance();
     return ok({ duplicate: false });
+  }
+
+  /**
+   * How many tokens a running attempt's ctx.llm calls may still use: its reservation minus what its model calls
+   * used so far. Refused once the attempt is no longer running, so a capsule cannot spend after its attempt ended.
+   */
+  async modelAllowance(attemptId: string): Promise<CoordinatorResult<{ remainingTokens: number }>> {
+    const attempt = this.row("SELECT status, reserved_tokens FROM attempts WHERE id = ?", attemptId);
+    if (!attempt) return refuse("NOT_FOUND", `Unknown attempt ${attemptId}`);
+    if (attempt.status !== "running") {
+      return refuse("INVALID_STATE", `Attempt ${attemptId} is ${attempt.status}; it may not call a model`);
+    }
+    const used = this.count(
+      "SELECT coalesce(sum(input_tokens + output_tokens), 0) AS n FROM model_calls WHERE attempt_id = ?",
+      attemptId,
+    );
+    return ok({ remainingTokens: Math.max(0, Number(attempt.reserved_tokens) - used) });
+  }
+
+  /** Records one ctx.llm call as the provider reported it, once per call id; settlement adds it to the attempt. */
+  async recordModelCall(
+    attemptId: string,
+    raw: ModelCall,
+  ): Promise<CoordinatorResult<{ recorded: boolean }>> {
+    const parsed = modelCallSchema.safeParse(raw);
+    if (!parsed.success) {
+      return refuse("VALIDATION_FAILED", `Invalid model call: ${parsed.error.issues[0]?.message}`);
+    }
+    if (!this.row("SELECT 1 AS x FROM attempts WHERE id = ?", attemptId)) {
+      return refuse("NOT_FOUND", `Unknown attempt ${attemptId}`);
+    }
+    const call = parsed.data;
+    // Recorded even after the attempt ended: the provider billed the tokens, and the report shows them.
+    const written = this.sql.exec(
+      `INSERT OR IGNORE INTO model_calls (id, attempt_id, capsule, provider, model, input_tokens, output_tokens, created_at)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
+      call.id,
+      attemptId,
+      call.capsule,
+      call.provider,
+      call.model,
+      call.inputTokens,
+      call.outputTokens,
+      nowIso(),
+    ).rowsWritten;
+    return ok({ recorded: written > 0 });
   }
 
   /** A human's decision on a task held at a quality gate (or failed for good). */
@@ -1017,6 +1103,35 @@ export class ProjectCoordinator extends DurableObject<Env> implements Coordinato
     return Number(this.row(query, ...bindings)?.n ?? 0);
   }
 
+  /** Tokens of an attempt's recorded ctx.llm calls: all of them, and the task capsule's own with its model. */
+  private meteredModelUsage(
+    attemptId: string,
+    capsule: string,
+  ): {
+    all: { inputTokens: number; outputTokens: number };
+    capsule: { tokens: number; model: string | undefined };
+  } {
+    const rows = this.sql
+      .exec<Row>(
+        `SELECT capsule, model, sum(input_tokens) AS i, sum(output_tokens) AS o FROM model_calls WHERE attempt_id = ?
+         GROUP BY capsule, model ORDER BY sum(input_tokens + output_tokens) DESC, model`,
+        attemptId,
+      )
+      .toArray();
+    const own = rows.filter((r) => r.capsule === capsule);
+    return {
+      all: {
+        inputTokens: rows.reduce((n, r) => n + Number(r.i), 0),
+        outputTokens: rows.reduce((n, r) => n + Number(r.o), 0),
+      },
+      // One model is billed per attempt: the one the capsule spent most tokens on.
+      capsule: {
+        tokens: own.reduce((n, r) => n + Number(r.i) + Number(r.o), 0),
+        model: own[0] ? String(own[0].model) : undefined,
+      },
+    };
+  }
+
   private budget(): ProjectSnapshot["budget"] {
     const project = this.project();
     const spent = this.count(
@@ -1162,7 +1277,7 @@ export class ProjectCoordinator extends DurableObject<Env> implements Coordinato
     const project = this.project()!;
     for (const job of jobs) {
       const attempt = this.row(
-        "SELECT a.id, a.status, a.capsule_tokens, a.model, t.capsule, t.version FROM attempts a JOIN tasks t ON t.id = a.task_id WHERE a.id = ?",
+        "SELECT a.id, a.status, a.capsule_tokens, a.model, a.model_tokens, t.capsule, t.version FROM attempts a JOIN tasks t ON t.id = a.task_id WHERE a.id = ?",
         job.ref,
       );
       try {
@@ -1175,6 +1290,7 @@ export class ProjectCoordinator extends DurableObject<Env> implements Coordinato
             version: String(attempt.version),
             tokens: Number(attempt.capsule_tokens),
             model: attempt.model === null ? null : String(attempt.model),
+            modelTokens: Number(attempt.model_tokens),
             modelPrices: modelPrices(this.env.MODEL_PRICES),
             projectId: String(project.id),
           });

@@ -37,7 +37,7 @@ export async function handleAgentTasks(
       const log = base.child({ requestId: message.id, ...traceFields(trace), projectId, attemptId });
       try {
         const stub = coordinator(env, projectId);
-        const started = await stub.startAttempt(attemptId);
+        const started = await stub.startAttempt(attemptId, message.id);
         if (!started.ok) {
           // Finished, cancelled or unknown: a duplicate or stale delivery, nothing to do.
           log.info("agent attempt skipped", { reason: started.code });

@@ -27,7 +27,7 @@ export interface ProjectReport {
 export interface CoordinatorApi {
   create(input: CoordinatorCreateInput): Promise<CoordinatorResult<ProjectSnapshot>>;
   snapshot(): Promise<CoordinatorResult<ProjectSnapshot>>;
-  startAttempt(attemptId: string): Promise<CoordinatorResult<AttemptContext>>;
+  startAttempt(attemptId: string, claim?: string): Promise<CoordinatorResult<AttemptContext>>;
   settleAttempt(attemptId: string, outcome: Outcome): Promise<CoordinatorResult<{ duplicate: boolean }>>;
   modelAllowance(attemptId: string): Promise<CoordinatorResult<{ remainingTokens: number }>>;
   recordModelCall(attemptId: string, call: ModelCall): Promise<CoordinatorResult<{ recorded: boolean }>>;
