@@ -129,13 +129,14 @@ export class ProjectCoordinator extends DurableObject<Env> implements Coordinato
         input.maxSpendMicroUsd,
         trace ? formatTraceparent(trace) : null,
       );
-      this.insertTasks(input.tasks, planning);
       this.emit("project.created", null, {
         name: input.name,
+        status: planning ? "planning" : "running",
         tasks: input.tasks.length,
         limitTokens: input.limitTokens,
         planning,
       });
+      this.insertTasks(input.tasks, planning);
     });
     await this.advance();
     return ok(this.snapshotNow());
@@ -465,8 +466,12 @@ export class ProjectCoordinator extends DurableObject<Env> implements Coordinato
             "UPDATE project SET status = 'running', failure_reason = NULL, finished_at = NULL, updated_at = ?",
             nowIso(),
           );
-          this.sql.exec("UPDATE tasks SET status = 'pending' WHERE status = 'skipped'");
           this.emit("project.status", null, { status: "running", reason: "reopened by reviewer" });
+          for (const skipped of this.sql
+            .exec<Row>("SELECT id FROM tasks WHERE status = 'skipped' ORDER BY seq")
+            .toArray()) {
+            this.setTaskStatus(String(skipped.id), "pending");
+          }
         }
         this.sql.exec(
           "UPDATE tasks SET status = 'ready', feedback = ?, remediations = remediations + 1, failures = 0, updated_at = ? WHERE id = ?",
@@ -474,6 +479,7 @@ export class ProjectCoordinator extends DurableObject<Env> implements Coordinato
           nowIso(),
           taskId,
         );
+        this.emit("task.status", taskId, { status: "ready" });
         this.emit("task.remediation", taskId, { by: reviewer, feedback });
       }
     });
@@ -518,10 +524,13 @@ export class ProjectCoordinator extends DurableObject<Env> implements Coordinato
         `UPDATE attempts SET status = 'cancelled', finished_at = ?, lease_until = NULL WHERE status IN ${ACTIVE_ATTEMPT}`,
         nowIso(),
       );
-      this.sql.exec(
-        "UPDATE tasks SET status = 'cancelled', updated_at = ? WHERE status NOT IN ('completed','failed','skipped')",
-        nowIso(),
-      );
+      for (const open of this.sql
+        .exec<Row>(
+          "SELECT id FROM tasks WHERE status NOT IN ('completed','failed','skipped','cancelled') ORDER BY seq",
+        )
+        .toArray()) {
+        this.setTaskStatus(String(open.id), "cancelled");
+      }
       this.sql.exec("DELETE FROM schedule WHERE kind IN ('retry','lease','dispatch')");
       this.finish("cancelled", `Cancelled by ${by}`);
     });
@@ -708,11 +717,8 @@ export class ProjectCoordinator extends DurableObject<Env> implements Coordinato
       for (const job of due) {
         this.sql.exec("DELETE FROM schedule WHERE id = ?", job.id);
         if (job.kind === "retry") {
-          this.sql.exec(
-            "UPDATE tasks SET status = 'ready', updated_at = ? WHERE id = ? AND status = 'retry_wait'",
-            nowIso(),
-            job.ref,
-          );
+          const waiting = this.row("SELECT id FROM tasks WHERE id = ? AND status = 'retry_wait'", job.ref);
+          if (waiting) this.setTaskStatus(String(waiting.id), "ready");
         } else if (job.kind === "lease") {
           const attempt = this.row("SELECT * FROM attempts WHERE id = ?", job.ref);
           if (
@@ -747,7 +753,8 @@ export class ProjectCoordinator extends DurableObject<Env> implements Coordinato
     const now = nowIso();
     const base = Number(this.row("SELECT coalesce(max(seq), 0) AS s FROM tasks")?.s ?? 0);
     tasks.forEach((task, index) => {
-      this.sql.exec(
+      const status: TaskStatus = task.dependsOn.length === 0 ? "ready" : "pending";
+      const inserted = this.sql.exec(
         `INSERT OR IGNORE INTO tasks (id, seq, capsule, version, runtime, permissions, inputs, token_estimate, success_criteria,
            is_plan, status, created_at, updated_at, price_estimate_micro_usd) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
         task.id,
@@ -760,11 +767,13 @@ export class ProjectCoordinator extends DurableObject<Env> implements Coordinato
         task.tokenEstimate,
         JSON.stringify(task.successCriteria),
         planning ? 1 : 0,
-        task.dependsOn.length === 0 ? "ready" : "pending",
+        status,
         now,
         now,
         task.priceEstimateMicroUsd ?? 0,
-      );
+      ).rowsWritten;
+      // A task's first status is a state change like any other: the event log replays every task from here.
+      if (inserted > 0) this.emit("task.status", task.id, { status });
       for (const dep of task.dependsOn) {
         this.sql.exec("INSERT OR IGNORE INTO edges (task_id, depends_on) VALUES (?, ?)", task.id, dep);
       }
@@ -806,6 +815,7 @@ export class ProjectCoordinator extends DurableObject<Env> implements Coordinato
         nowIso(),
         taskId,
       );
+      this.emit("task.status", taskId, { status: "ready" });
       this.emit("task.remediation", taskId, { by: "gate", score, feedback: gate.feedback });
     } else {
       this.setTaskStatus(taskId, "awaiting_review", { score });
@@ -826,6 +836,7 @@ export class ProjectCoordinator extends DurableObject<Env> implements Coordinato
         taskId,
       );
       this.schedule(`retry:${taskId}`, "retry", taskId, Date.now() + delay);
+      this.emit("task.status", taskId, { status: "retry_wait" });
       this.emit("task.retry_scheduled", taskId, { failures, delayMs: delay, error: `${code}: ${message}` });
       return;
     }
@@ -836,6 +847,7 @@ export class ProjectCoordinator extends DurableObject<Env> implements Coordinato
       nowIso(),
       taskId,
     );
+    this.emit("task.status", taskId, { status: "failed" });
     this.emit("task.failed", taskId, { failures, error: `${code}: ${message}`, retryable });
   }
 

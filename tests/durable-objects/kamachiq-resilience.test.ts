@@ -4,7 +4,14 @@ import { beforeAll, describe, expect, it } from "vitest";
 import type { ProjectCoordinator } from "../../durable-objects/project-coordinator";
 import { coordinator } from "../../workers/shared/kamachiq/coordinator-client";
 import { api } from "../helpers";
-import { createProject, publishReviewer, publishWorker, signup, waitForStatus } from "../kamachiq-helpers";
+import {
+  createProject,
+  getProject,
+  publishReviewer,
+  publishWorker,
+  signup,
+  waitForStatus,
+} from "../kamachiq-helpers";
 
 // Counts its runs in a project artefact, then holds its attempt open until the test writes go.txt.
 const HOLDS = `export default { async run(input, ctx) {
@@ -14,6 +21,15 @@ const HOLDS = `export default { async run(input, ctx) {
     await new Promise((r) => setTimeout(r, 100));
   }
   return { files: [{ path: "m.py", content: '"""Module."""\\n\\n\\ndef run():\\n    """Run it."""\\n    return 1\\n' }] };
+} };`;
+
+/** Fails until it has been called `failTimes` times, counting calls in a project artefact. */
+const FLAKY = `export default { async run(input, ctx) {
+  const key = "counters/" + input.name + ".txt";
+  const count = Number((await ctx.artifacts.read(key)) ?? "0") + 1;
+  await ctx.artifacts.write(key, String(count));
+  if (count <= Number(input.failTimes ?? 0)) throw new Error("transient failure " + count);
+  return { files: [{ path: input.name + ".py", content: '"""Module."""\\n\\n\\ndef run():\\n    """Run it."""\\n    return 1\\n' }] };
 } };`;
 
 const PERMISSIONS = ["artifacts.read", "artifacts.write"];
@@ -26,6 +42,7 @@ beforeAll(async () => {
   owner = await signup();
   capsule = `${owner.handle}/holds`;
   await publishWorker(owner.apiKey, capsule, HOLDS, { permissions: PERMISSIONS });
+  await publishWorker(owner.apiKey, `${owner.handle}/flaky`, FLAKY, { permissions: PERMISSIONS });
 });
 
 function stubOf(id: string) {
@@ -146,5 +163,108 @@ describe("duplicate deliveries", () => {
     const events = (await timeline(id)).filter((e) => e.data.attemptId === attemptId);
     expect(events.filter((e) => e.type === "usage.tokens")).toHaveLength(1);
     expect(events.filter((e) => e.type === "gate.scored")).toHaveLength(1);
+  });
+});
+
+/** Replays the task.status events of the log: each task's statuses in order, from its first. */
+function replay(events: TimelineEvent[]): Map<string, string[]> {
+  const statuses = new Map<string, string[]>();
+  for (const e of events) {
+    if (e.type !== "task.status" || !e.taskId) continue;
+    statuses.set(e.taskId, [...(statuses.get(e.taskId) ?? []), String(e.data.status)]);
+  }
+  return statuses;
+}
+
+/** The log must account for every task's current status: its last task.status event is the snapshot's. */
+async function expectLogMatches(id: string): Promise<Map<string, string[]>> {
+  const snapshot = await getProject(owner.apiKey, id);
+  const statuses = replay(await timeline(id));
+  expect(Object.fromEntries([...statuses].map(([task, list]) => [task, list.at(-1)]))).toEqual(
+    Object.fromEntries(snapshot.tasks.map((t) => [t.id, t.status])),
+  );
+  return statuses;
+}
+
+describe("the event log", () => {
+  it("holds every task transition: first statuses, retries coming due, completion", async () => {
+    const flaky = `${owner.handle}/flaky`;
+    const res = await createProject(owner.apiKey, {
+      name: "log",
+      spec: {
+        tasks: [
+          { id: "first", capsule: flaky, inputs: { name: "first", failTimes: 1 } },
+          { id: "second", capsule: flaky, inputs: { name: "second" }, dependsOn: ["first"] },
+        ],
+        acceptPermissions: PERMISSIONS,
+      },
+      budget: { tokens: 100_000 },
+    });
+    const { id } = ((await res.json()) as { project: { id: string } }).project;
+    expect((await waitForStatus(owner.apiKey, id, ["completed", "failed"])).status).toBe("completed");
+    const statuses = await expectLogMatches(id);
+    expect(statuses.get("first")).toEqual([
+      "ready",
+      "queued",
+      "running",
+      "retry_wait",
+      "ready",
+      "queued",
+      "running",
+      "completed",
+    ]);
+    expect(statuses.get("second")).toEqual(["pending", "ready", "queued", "running", "completed"]);
+  });
+
+  it("holds the cancellation of every open task", async () => {
+    const tasks = Array.from({ length: 3 }, (_, i) => ({
+      id: `c${i}`,
+      capsule,
+      dependsOn: i > 0 ? [`c${i - 1}`] : [],
+    }));
+    const id = await start({ spec: { tasks, acceptPermissions: PERMISSIONS } });
+    await runningAttempt(id);
+    const res = await api(`/v1/projects/${id}/cancel`, { method: "POST", token: owner.apiKey });
+    expect(res.status).toBe(200);
+    const statuses = await expectLogMatches(id);
+    expect(statuses.get("c0")?.at(-1)).toBe("cancelled");
+    expect(statuses.get("c2")).toEqual(["pending", "cancelled"]);
+    await release(id);
+  });
+
+  it("holds skipped tasks reopened as pending when a reviewer asks for changes on a failed task", async () => {
+    const flaky = `${owner.handle}/flaky`;
+    const res = await createProject(owner.apiKey, {
+      name: "reopen",
+      spec: {
+        tasks: [
+          { id: "broken", capsule: flaky, inputs: { name: "broken", failTimes: 4 } },
+          { id: "after", capsule: flaky, inputs: { name: "after" }, dependsOn: ["broken"] },
+        ],
+        acceptPermissions: PERMISSIONS,
+      },
+      budget: { tokens: 100_000 },
+    });
+    const { id } = ((await res.json()) as { project: { id: string } }).project;
+    expect((await waitForStatus(owner.apiKey, id, ["failed", "completed"])).status).toBe("failed");
+    expect((await expectLogMatches(id)).get("after")).toEqual(["pending", "skipped"]);
+    const decided = await api(`/v1/projects/${id}/tasks/broken/review`, {
+      method: "POST",
+      token: owner.apiKey,
+      json: { decision: "request_changes", feedback: "try once more" },
+    });
+    expect(decided.status).toBe(200);
+    expect((await waitForStatus(owner.apiKey, id, ["completed", "failed"])).status).toBe("completed");
+    const statuses = await expectLogMatches(id);
+    expect(statuses.get("after")).toEqual([
+      "pending",
+      "skipped",
+      "pending",
+      "ready",
+      "queued",
+      "running",
+      "completed",
+    ]);
+    expect(statuses.get("broken")?.slice(-5)).toEqual(["failed", "ready", "queued", "running", "completed"]);
   });
 });
