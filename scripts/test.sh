@@ -76,15 +76,24 @@ if ! run "Checking worker-configuration.d.ts against wrangler.toml" \
   echo "worker-configuration.d.ts is out of date: run \`npm run types\` and commit the result" >&2
 fi
 
-# Bundles the Worker for every environment without uploading anything (offline, a few seconds each): wrangler
-# does not inherit bindings into environments, so this catches one that an environment lacks.
+# Bundles the Worker for every environment without uploading anything (offline, a few seconds each), and
+# compares the bindings each one gets (wrangler lists them) with the default's: wrangler does not inherit
+# bindings or vars into environments, so one added at the top and forgotten in an environment fails here.
 dry_run_deploys() {
-  local env out status=0
+  local env out status=0 expected=""
   for env in "" staging production; do
     out="$(mktemp -d "$report_dir/dry-run-XXXXXX")"
     echo "wrangler deploy --dry-run${env:+ --env $env}"
     if ! npx wrangler deploy --dry-run --outdir "$out" ${env:+--env "$env"} >"$out.log" 2>&1; then
       cat "$out.log" >&2
+      status=1
+      continue
+    fi
+    grep -o '^env\.[A-Za-z0-9_]*' "$out.log" | sort -u >"$out.bindings"
+    if [ -z "$expected" ]; then
+      expected="$out.bindings"
+    elif ! diff -u --label default --label "${env}" "$expected" "$out.bindings" >&2; then
+      echo "the $env environment's bindings differ from the default's (- missing, + extra)" >&2
       status=1
     fi
   done
