@@ -58,6 +58,7 @@ export default defineConfig(async () => {
       globalSetup: [
         path.join(root, "tests/clickhouse-global-setup.ts"),
         path.join(root, "tests/model-provider-global-setup.ts"),
+        path.join(root, "tests/egress-global-setup.ts"),
       ],
       setupFiles: [path.join(root, "tests/setup.ts")],
       testTimeout: 30_000,

@@ -4,10 +4,10 @@ import {
   artifactPrefix,
   type CapsuleHostProps,
   checkArtifactPath,
-  egressAllowed,
   MAX_ARTIFACT_BYTES,
   requirePermission,
 } from "../shared/agents/capabilities";
+import { declaredEgress, type EgressInit, type EgressResponse } from "../shared/agents/egress";
 import { meteredModelCall } from "../shared/agents/metered-model";
 import type { ModelRequest } from "../shared/agents/model-gateway";
 import { AppError } from "../shared/errors";
@@ -50,32 +50,8 @@ export class CapsuleHost extends WorkerEntrypoint<Env, CapsuleHostProps> {
     return { path: clean, size: bytes.length };
   }
 
-  async egress(
-    url: string,
-    init?: { method?: string; headers?: Record<string, string>; body?: string },
-  ): Promise<{ status: number; headers: Record<string, string>; body: string }> {
-    let parsed: URL;
-    try {
-      parsed = new URL(url);
-    } catch {
-      throw new AppError("VALIDATION_FAILED", `"${url}" is not a URL`);
-    }
-    if (!egressAllowed(this.ctx.props.permissions, parsed.hostname)) {
-      throw new AppError(
-        "FORBIDDEN",
-        `PERMISSION_DENIED: ${this.ctx.props.capsule} did not declare network.egress:${parsed.hostname}`,
-      );
-    }
-    const response = await fetch(parsed, {
-      method: init?.method ?? "GET",
-      headers: init?.headers,
-      body: init?.body,
-    });
-    return {
-      status: response.status,
-      headers: Object.fromEntries(response.headers),
-      body: await response.text(),
-    };
+  async egress(url: string, init?: EgressInit): Promise<EgressResponse> {
+    return declaredEgress(this.ctx.props.capsule, this.ctx.props.permissions, url, init);
   }
 
   async llm(request: ModelRequest) {
