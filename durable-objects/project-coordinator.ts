@@ -709,7 +709,7 @@ export class ProjectCoordinator extends DurableObject<Env> implements Coordinato
     const now = Date.now();
     const due = this.sql
       .exec<Row>(
-        "SELECT * FROM schedule WHERE kind IN ('retry','lease') AND due_at <= ? ORDER BY due_at",
+        "SELECT * FROM schedule WHERE kind IN ('retry','lease','dispatch') AND due_at <= ? ORDER BY due_at",
         now,
       )
       .toArray();
@@ -911,6 +911,12 @@ export class ProjectCoordinator extends DurableObject<Env> implements Coordinato
       } catch (error) {
         // The lease job re-queues these attempts; nothing is lost, only delayed.
         this.log().error("agent-tasks send failed", { attempts: messages.length, error });
+        this.ctx.storage.transactionSync(() =>
+          this.withdrawUnsent(
+            messages.map((m) => m.body.attemptId),
+            error instanceof Error ? error.message : String(error),
+          ),
+        );
       }
     }
     await Promise.all([
@@ -919,6 +925,34 @@ export class ProjectCoordinator extends DurableObject<Env> implements Coordinato
       statusChanged ? this.syncIndex() : Promise.resolve(),
     ]);
     await this.syncAlarm();
+  }
+
+  /**
+   * Takes back attempts whose agent-tasks message could not be sent: no agent ever saw them, so they are not
+   * failures. Each attempt row goes (with its reservation, released in the account budget by the usual job), its
+   * task is ready again, and a dispatch job brings the alarm back shortly to send it anew.
+   */
+  private withdrawUnsent(attemptIds: string[], error: string): void {
+    let withdrawn = 0;
+    for (const attemptId of attemptIds) {
+      const attempt = this.row(
+        "SELECT task_id FROM attempts WHERE id = ? AND status = 'dispatching'",
+        attemptId,
+      );
+      if (!attempt) continue;
+      this.sql.exec("DELETE FROM attempts WHERE id = ?", attemptId);
+      this.sql.exec("DELETE FROM budget_entries WHERE attempt_id = ?", attemptId);
+      this.sql.exec("DELETE FROM schedule WHERE id = ?", `lease:${attemptId}`);
+      this.schedule(`acct:${attemptId}`, "account", attemptId, Date.now());
+      const taskId = String(attempt.task_id);
+      this.emit("task.dispatch_failed", taskId, { attemptId, error: error.slice(0, 500) });
+      if (this.row("SELECT 1 AS x FROM tasks WHERE id = ? AND status = 'queued'", taskId)) {
+        this.setTaskStatus(taskId, "ready");
+      }
+      withdrawn += 1;
+    }
+    if (withdrawn > 0)
+      this.schedule("dispatch", "dispatch", this.projectId(), Date.now() + this.retryBaseMs());
   }
 
   private cascade(): void {

@@ -268,3 +268,72 @@ describe("the event log", () => {
     expect(statuses.get("broken")?.slice(-5)).toEqual(["failed", "ready", "queued", "running", "completed"]);
   });
 });
+
+describe("dispatch failures", () => {
+  it("puts a task whose message could not be sent back to ready and dispatches it again soon, charging no failure", async () => {
+    const res = await createProject(owner.apiKey, {
+      name: "unsent",
+      spec: {
+        tasks: [
+          { id: "h", capsule },
+          { id: "next", capsule: `${owner.handle}/flaky`, inputs: { name: "next" }, dependsOn: ["h"] },
+        ],
+        acceptPermissions: PERMISSIONS,
+      },
+      budget: { tokens: 100_000 },
+    });
+    const { id } = ((await res.json()) as { project: { id: string } }).project;
+    await runningAttempt(id);
+    // The queue refuses the coordinator's next send once (as a real outage would), then works again.
+    let refused = 0;
+    await runInDurableObject(stubOf(id), (instance: ProjectCoordinator) => {
+      const held = instance as unknown as { env: Env };
+      const queue = held.env.AGENT_TASKS;
+      held.env = {
+        ...held.env,
+        AGENT_TASKS: {
+          send: (body, options) => queue.send(body, options),
+          sendBatch: (messages, options) => {
+            if (refused === 0) {
+              refused += 1;
+              return Promise.reject(new Error("Queue send failed: service unavailable"));
+            }
+            return queue.sendBatch(messages, options);
+          },
+        } as Queue,
+      };
+    });
+    await release(id);
+    const done = await waitForStatus(owner.apiKey, id, ["completed", "failed"], 20_000);
+    expect(refused).toBe(1);
+    expect(done.status).toBe("completed");
+    expect(done.tasks.find((t) => t.id === "next")).toMatchObject({ status: "completed", attempts: 1 });
+    const events = await timeline(id);
+    const unsent = events.filter((e) => e.type === "task.dispatch_failed");
+    expect(unsent).toHaveLength(1);
+    expect(events.some((e) => e.type === "task.retry_scheduled" || e.type === "task.lease_expired")).toBe(
+      false,
+    );
+    expect(replay(events).get("next")).toEqual([
+      "pending",
+      "ready",
+      "queued",
+      "ready",
+      "queued",
+      "running",
+      "completed",
+    ]);
+    // The withdrawn attempt's account reservation is released, not left to expire.
+    const reservations = await runInDurableObject(
+      env.ACCOUNT_BUDGET.get(env.ACCOUNT_BUDGET.idFromName(owner.id)),
+      (_i, state) =>
+        state.storage.sql
+          .exec<{ n: number }>(
+            "SELECT count(*) AS n FROM reservations WHERE attempt_id = ?",
+            String(unsent[0]?.data.attemptId),
+          )
+          .one().n,
+    );
+    expect(reservations).toBe(0);
+  });
+});
