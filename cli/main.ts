@@ -1,6 +1,7 @@
 import { readFileSync } from "node:fs";
 import { parseCommandArgs } from "./args.ts";
 import type { Command, CommandContext } from "./command.ts";
+import { auditCommand } from "./commands/audit.ts";
 import { initCommand } from "./commands/init.ts";
 import { installCommand } from "./commands/install.ts";
 import { loginCommand } from "./commands/login.ts";
@@ -25,6 +26,7 @@ export const COMMANDS: Command[] = [
   verifyCommand,
   runnerCommand,
   webhookVerifyCommand,
+  auditCommand,
 ];
 
 function version(): string {

@@ -71,6 +71,7 @@ const EXPECTED: Record<string, Case> = {
     statuses: [401, 403, 200, 403, 200],
     body: { model: "free", amountUsd: 0 },
   },
+  "PUT /v1/capsules/:ns/:name/revenue-share": s(401, 403, 403, 403, 400),
   "POST /v1/capsules/:ns/:name/versions/:version/deprecate": {
     statuses: [401, 403, 200, 403, 200],
     body: { message: "superseded by 2.0" },
@@ -164,6 +165,7 @@ const EXPECTED: Record<string, Case> = {
   "GET /v1/analytics/capsules/:ns/:name": s(401, 404, 200, 404, 200),
   "GET /v1/analytics/me": s(401, 200, 200, 200, 200),
   "GET /v1/analytics/admin": s(401, 403, 403, 403, 200),
+  "GET /v1/admin/audit": s(401, 403, 403, 403, 200),
   "GET /v1/admin/dead-letters": s(401, 403, 403, 403, 200),
   "POST /v1/admin/dead-letters/replay": s(401, 403, 403, 403, 200),
   "POST /v1/admin/analytics/retention": s(401, 403, 403, 403, 200),

@@ -15,6 +15,8 @@ declare module "vitest" {
     adminToken: string;
     /** HTTP URL of the platform's ClickHouse; empty when an external platform did not name one. */
     clickhouseUrl: string;
+    /** The platform's state directory (local D1 under `<dir>/wrangler`); empty when external and not named. */
+    stateDir: string;
   }
 }
 
@@ -168,6 +170,7 @@ export default async function setup(project: TestProject): Promise<() => Promise
     project.provide("baseUrl", external.replace(/\/+$/, ""));
     project.provide("adminToken", process.env.SOMA_E2E_ADMIN_TOKEN ?? "");
     project.provide("clickhouseUrl", process.env.SOMA_E2E_CLICKHOUSE_URL ?? "");
+    project.provide("stateDir", process.env.SOMA_E2E_STATE_DIR ?? "");
     return async () => {};
   }
   const stateDir = await mkdtemp(path.join(tmpdir(), "soma-e2e-"));
@@ -175,6 +178,7 @@ export default async function setup(project: TestProject): Promise<() => Promise
   project.provide("baseUrl", platform.url);
   project.provide("adminToken", platform.adminToken);
   project.provide("clickhouseUrl", platform.clickhouseUrl);
+  project.provide("stateDir", stateDir);
   return async () => {
     const stopped = await Promise.race([
       platform.stop(),

@@ -38,14 +38,14 @@ export const apiKeyRoutes = new Hono<AppEnv>()
     async (c) => {
       const principal = requireAccount(c.get("principal"));
       return c.json(
-        await createApiKey(database(c.env.DB), principal.accountId, c.req.valid("json").scopes),
+        await createApiKey(database(c.env.DB), principal, principal.accountId, c.req.valid("json").scopes),
         201,
       );
     },
   )
   .delete("/:id", withAccount, pathParams(keyParams), async (c) => {
     const principal = requireAccount(c.get("principal"));
-    await revokeApiKey(database(c.env.DB), principal.accountId, c.req.valid("param").id);
+    await revokeApiKey(database(c.env.DB), principal, principal.accountId, c.req.valid("param").id);
     return c.body(null, 204);
   });
 
@@ -64,7 +64,7 @@ export const accountRoutes = new Hono<AppEnv>()
     const db = database(c.env.DB);
     const account = await findAccountByHandle(db, c.req.valid("param").handle);
     if (!account) throw new AppError("NOT_FOUND", `No account ${c.req.valid("param").handle}`);
-    return c.json(await createApiKey(db, account.id), 201);
+    return c.json(await createApiKey(db, requirePrincipal(c.get("principal")), account.id), 201);
   })
   .post(
     "/:handle/roles",
@@ -73,8 +73,9 @@ export const accountRoutes = new Hono<AppEnv>()
     jsonBody(z.object({ roles: z.array(roleSchema).max(3) }).strict()),
     async (c) => {
       const db = database(c.env.DB);
-      const account = await setRoles(db, c.req.valid("param").handle, c.req.valid("json").roles);
-      await recordRolesChanged(db, account, requirePrincipal(c.get("principal")));
+      const actor = requirePrincipal(c.get("principal"));
+      const account = await setRoles(db, actor, c.req.valid("param").handle, c.req.valid("json").roles);
+      await recordRolesChanged(db, account, actor);
       c.executionCtx.waitUntil(flushOutbox(db, c.env));
       return c.json({ account });
     },

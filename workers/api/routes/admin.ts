@@ -1,5 +1,6 @@
 import { Hono } from "hono";
 import { z } from "zod";
+import { readAuditLog } from "../../shared/audit/log";
 import { database } from "../../shared/db/client";
 import { listDeadLetters, REPLAYABLE_QUEUES, replayDeadLetters } from "../../shared/dead-letters";
 import type { AppEnv } from "../context";
@@ -8,6 +9,19 @@ import { jsonBody, queryParams } from "../validate";
 
 /** Operator tools (admin only). */
 export const adminRoutes = new Hono<AppEnv>()
+  .get(
+    "/audit",
+    withRole("admin"),
+    queryParams(
+      z
+        .object({
+          after: z.coerce.number().int().min(0).max(Number.MAX_SAFE_INTEGER).default(0),
+          limit: z.coerce.number().int().min(1).max(1000).default(100),
+        })
+        .strict(),
+    ),
+    async (c) => c.json(await readAuditLog(database(c.env.DB), c.req.valid("query"))),
+  )
   .get(
     "/dead-letters",
     withRole("admin"),

@@ -1,6 +1,6 @@
 import { Hono } from "hono";
 import { z } from "zod";
-import { requireAccount } from "../../shared/auth/principal";
+import { requireAccount, requirePrincipal } from "../../shared/auth/principal";
 import { findAccountByHandle } from "../../shared/db/accounts";
 import { database } from "../../shared/db/client";
 import { invoiceFor, monthBounds, payoutStatement } from "../../shared/economics/invoices";
@@ -63,7 +63,7 @@ export const adjustmentRoutes = new Hono<AppEnv>().post(
     const db = database(c.env.DB);
     const account = await findAccountByHandle(db, body.account);
     if (!account) throw new AppError("NOT_FOUND", `No account ${body.account}`);
-    const adjustment = await grantAdjustment(db, {
+    const adjustment = await grantAdjustment(db, requirePrincipal(c.get("principal")), {
       accountId: account.id,
       period: body.period,
       kind: body.kind,

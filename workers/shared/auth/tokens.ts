@@ -1,5 +1,6 @@
 import { decodeProtectedHeader, importJWK, jwtVerify, SignJWT } from "jose";
 import { z } from "zod";
+import { recordAudit } from "../audit/log";
 import type { Database } from "../db/client";
 import { loadSigningKey } from "../signing/keys";
 import { ensureKeyRegistered, findKey, listKeys } from "../signing/registry";
@@ -57,6 +58,12 @@ export async function issueAccessToken(
     .setIssuedAt()
     .setExpirationTime(`${expiresIn}s`)
     .sign(key.privateKey);
+  await recordAudit(db, {
+    actor: { accountId: claims.sub },
+    action: "auth.token_issued",
+    target: `account:${claims.sub}`,
+    details: { kid: key.keyid, scopes: claims.scopes, expiresIn },
+  });
   return { token, expiresIn };
 }
 

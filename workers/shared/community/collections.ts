@@ -1,4 +1,5 @@
 import { and, asc, desc, eq, or, type SQL, sql } from "drizzle-orm";
+import { auditStatement, sealAuditLog } from "../audit/log";
 import type { Principal } from "../auth/principal";
 import { type Database, isUniqueViolation, newId, nowIso } from "../db/client";
 import { accounts, capsules, collectionItems, collections, featuredCapsules } from "../db/schema";
@@ -298,7 +299,14 @@ export async function setFeatured(
       db,
       cloudEvent("soma.featured.updated", "featured", { capsules: names, featuredBy: admin.accountId }),
     ),
+    auditStatement(db, {
+      actor: admin,
+      action: "featured.changed",
+      target: "featured",
+      details: { capsules: names },
+    }),
   ]);
+  await sealAuditLog(db);
   return names.map((name, position) => ({ capsule: found.get(name)!, position, featuredAt }));
 }
 

@@ -1,4 +1,5 @@
 import { and, asc, desc, eq, inArray, isNull, or, sql } from "drizzle-orm";
+import { auditStatement, sealAuditLog } from "../audit/log";
 import type { Principal } from "../auth/principal";
 import { type Database, isUniqueViolation, nowIso } from "../db/client";
 import { accounts, capsuleReviews, reviewReports } from "../db/schema";
@@ -160,7 +161,14 @@ export async function moderateReview(
         moderatorId: moderator.accountId,
       }),
     ),
+    auditStatement(db, {
+      actor: moderator,
+      action: "review.moderated",
+      target: `review:${reviewId}`,
+      details: { capsule: review.capsuleName, decision, authorId: review.accountId },
+    }),
   ]);
+  await sealAuditLog(db);
   return reviewView(
     { ...review, status, openReports: 0, moderatedBy: moderator.accountId, moderatedAt: now },
     row.handle,

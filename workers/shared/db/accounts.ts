@@ -1,4 +1,5 @@
-import { and, eq, isNull } from "drizzle-orm";
+import { and, eq, isNull, sql } from "drizzle-orm";
+import { type AuditActor, auditStatement, sealAuditLog } from "../audit/log";
 import { generateApiKey, hashApiKey } from "../auth/api-keys";
 import type { Role } from "../auth/roles";
 import { type ApiKeyScope, scopesFromStored } from "../auth/scopes";
@@ -37,15 +38,22 @@ export async function createAccount(
     roles: ["user"],
     createdAt: nowIso(),
   };
+  const keyId = newId("key");
   try {
     await db.batch([
       db.insert(accounts).values(row),
       db.insert(apiKeys).values({
-        id: newId("key"),
+        id: keyId,
         accountId: row.id,
         keyHash: await hashApiKey(apiKey),
         prefix: apiKey.slice(0, 12),
         createdAt: row.createdAt,
+      }),
+      auditStatement(db, {
+        actor: { accountId: row.id },
+        action: "account.created",
+        target: `account:${row.id}`,
+        details: { handle: row.handle, apiKeyId: keyId },
       }),
     ]);
   } catch (error) {
@@ -56,6 +64,7 @@ export async function createAccount(
     }
     throw error;
   }
+  await sealAuditLog(db);
   return { account: view(row), apiKey };
 }
 
@@ -70,10 +79,31 @@ export async function findAccountById(db: Database, id: string): Promise<Account
 }
 
 /** Replaces an account's roles; `user` is always kept. */
-export async function setRoles(db: Database, handle: string, roles: Role[]): Promise<AccountView> {
+export async function setRoles(
+  db: Database,
+  actor: AuditActor,
+  handle: string,
+  roles: Role[],
+): Promise<AccountView> {
   const next = Array.from(new Set<Role>(["user", ...roles]));
-  const [row] = await db.update(accounts).set({ roles: next }).where(eq(accounts.handle, handle)).returning();
+  const [before] = await db.select().from(accounts).where(eq(accounts.handle, handle)).limit(1);
+  if (!before) throw new AppError("NOT_FOUND", `No account with handle "${handle}"`);
+  const [updated] = await db.batch([
+    db.update(accounts).set({ roles: next }).where(eq(accounts.id, before.id)).returning(),
+    auditStatement(
+      db,
+      {
+        actor,
+        action: "account.roles_changed",
+        target: `account:${before.id}`,
+        details: { handle, from: before.roles, to: next },
+      },
+      sql`EXISTS (SELECT 1 FROM accounts WHERE id = ${before.id})`,
+    ),
+  ]);
+  const [row] = updated;
   if (!row) throw new AppError("NOT_FOUND", `No account with handle "${handle}"`);
+  await sealAuditLog(db);
   return view(row);
 }
 
@@ -98,6 +128,7 @@ function keyView(row: typeof apiKeys.$inferSelect): ApiKeyView {
 /** Issues another API key for an account (shown once, stored hashed), limited to `scopes` when given. */
 export async function createApiKey(
   db: Database,
+  actor: AuditActor,
   accountId: string,
   scopes?: ApiKeyScope[],
 ): Promise<{ key: ApiKeyView; apiKey: string }> {
@@ -113,7 +144,16 @@ export async function createApiKey(
     // A key with full among its scopes is a full key: store it as one.
     scopes: distinct && !distinct.includes("full") ? distinct : null,
   };
-  await db.insert(apiKeys).values(row);
+  await db.batch([
+    db.insert(apiKeys).values(row),
+    auditStatement(db, {
+      actor,
+      action: "api_key.created",
+      target: `api_key:${row.id}`,
+      details: { accountId, prefix: row.prefix, scopes: scopesFromStored(row.scopes) },
+    }),
+  ]);
+  await sealAuditLog(db);
   return { key: keyView(row), apiKey };
 }
 
@@ -127,11 +167,25 @@ export async function listApiKeys(db: Database, accountId: string): Promise<ApiK
 }
 
 /** Revokes one of an account's keys; it stops authenticating at once. */
-export async function revokeApiKey(db: Database, accountId: string, keyId: string): Promise<void> {
-  const [row] = await db
-    .update(apiKeys)
-    .set({ revokedAt: nowIso() })
-    .where(and(eq(apiKeys.id, keyId), eq(apiKeys.accountId, accountId), isNull(apiKeys.revokedAt)))
-    .returning({ id: apiKeys.id });
-  if (!row) throw new AppError("NOT_FOUND", `No active API key ${keyId}`);
+export async function revokeApiKey(
+  db: Database,
+  actor: AuditActor,
+  accountId: string,
+  keyId: string,
+): Promise<void> {
+  const revokedAt = nowIso();
+  const [revoked] = await db.batch([
+    db
+      .update(apiKeys)
+      .set({ revokedAt })
+      .where(and(eq(apiKeys.id, keyId), eq(apiKeys.accountId, accountId), isNull(apiKeys.revokedAt)))
+      .returning({ id: apiKeys.id }),
+    auditStatement(
+      db,
+      { actor, action: "api_key.revoked", target: `api_key:${keyId}`, details: { accountId } },
+      sql`EXISTS (SELECT 1 FROM api_keys WHERE id = ${keyId} AND revoked_at = ${revokedAt})`,
+    ),
+  ]);
+  if (revoked.length === 0) throw new AppError("NOT_FOUND", `No active API key ${keyId}`);
+  await sealAuditLog(db);
 }

@@ -302,3 +302,16 @@ export const featuredCapsules = sqliteTable("featured_capsules", {
   featuredBy: text("featured_by"),
   featuredAt: text("featured_at").notNull(),
 });
+
+/** Security-relevant actions, append-only and hash-chained (audit/log.ts, migration 0010). */
+export const auditLog = sqliteTable("audit_log", {
+  seq: integer("seq").primaryKey({ autoIncrement: true }),
+  id: text("id").notNull().unique(),
+  at: text("at").notNull(),
+  actor: text("actor").notNull(),
+  action: text("action").notNull(),
+  target: text("target").notNull(),
+  details: text("details").notNull(),
+  prevHash: text("prev_hash"),
+  hash: text("hash"),
+});

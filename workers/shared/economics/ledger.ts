@@ -1,4 +1,5 @@
 import { and, asc, eq, inArray, sql } from "drizzle-orm";
+import { type AuditActor, auditStatement, sealAuditLog } from "../audit/log";
 import { type Database, newId, nowIso } from "../db/client";
 import { accountAdjustments, capsules, capsuleVersions, ledgerEntries } from "../db/schema";
 import type { CapsuleManifest } from "../domain/manifest";
@@ -276,6 +277,7 @@ export async function adjustmentsFor(db: Database, accountId: string, period: st
 
 export async function grantAdjustment(
   db: Database,
+  actor: AuditActor,
   input: {
     accountId: string;
     period: string;
@@ -286,7 +288,23 @@ export async function grantAdjustment(
   },
 ) {
   const row = { id: newId("adj"), ...input, createdAt: nowIso() };
-  await db.insert(accountAdjustments).values(row);
+  await db.batch([
+    db.insert(accountAdjustments).values(row),
+    auditStatement(db, {
+      actor,
+      action: "billing.adjustment_granted",
+      target: `account:${input.accountId}`,
+      details: {
+        adjustmentId: row.id,
+        period: input.period,
+        kind: input.kind,
+        amountMicroUsd: input.amountMicroUsd,
+        percent: input.percent,
+        reason: input.reason,
+      },
+    }),
+  ]);
+  await sealAuditLog(db);
   return row;
 }
 

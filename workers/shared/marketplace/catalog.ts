@@ -1,5 +1,6 @@
 import { and, eq, type SQL, sql } from "drizzle-orm";
 import semver from "semver";
+import { auditStatement, sealAuditLog } from "../audit/log";
 import type { Principal } from "../auth/principal";
 import type { Database } from "../db/client";
 import { capsules, capsuleVersions } from "../db/schema";
@@ -281,7 +282,14 @@ export async function deprecateVersion(
       db,
       cloudEvent("soma.capsule.deprecated", `${name}@${version}`, { capsule: name, version, message }),
     ),
+    auditStatement(db, {
+      actor: principal,
+      action: "capsule.deprecated",
+      target: `capsule:${name}@${version}`,
+      details: { message },
+    }),
   ]);
+  await sealAuditLog(db);
   return { name, version, status: "deprecated" as const, deprecationMessage: message };
 }
 
@@ -305,7 +313,14 @@ export async function yankVersion(
       db,
       cloudEvent("soma.capsule.yanked", `${name}@${version}`, { capsule: name, version, reason }),
     ),
+    auditStatement(db, {
+      actor: principal,
+      action: "capsule.yanked",
+      target: `capsule:${name}@${version}`,
+      details: { reason },
+    }),
   ]);
+  await sealAuditLog(db);
   await refreshListing(db, name);
   return { name, version, status: "yanked" as const, yankReason: reason };
 }

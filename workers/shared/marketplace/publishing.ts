@@ -1,5 +1,6 @@
 import { and, eq, inArray, sql } from "drizzle-orm";
 import semver from "semver";
+import { auditStatement, sealAuditLog } from "../audit/log";
 import { type Database, newId, nowIso } from "../db/client";
 import { accounts, capsules, capsulesFts, capsuleTags, capsuleVersions, submissions } from "../db/schema";
 import { type ParsedBundle, parseBundle } from "../domain/bundle";
@@ -214,7 +215,14 @@ export async function publishSubmission(
         keyid: key.keyid,
       }),
     ),
+    auditStatement(db, {
+      actor: "system",
+      action: "capsule.published",
+      target: `capsule:${name}@${version}`,
+      details: { submissionId: row.id, accountId: row.accountId, sha256: row.sha256, keyid: key.keyid },
+    }),
   ]);
+  await sealAuditLog(db);
   await refreshListing(db, name);
   const change = await priceChange(db, name, priceOfManifest(manifest.spec.pricing));
   if (change) await db.batch(change.statements as unknown as Parameters<typeof db.batch>[0]);

@@ -1,5 +1,6 @@
 import { and, desc, eq, inArray, sql } from "drizzle-orm";
 import semver from "semver";
+import { auditStatement, sealAuditLog } from "../audit/log";
 import type { Principal } from "../auth/principal";
 import { type Database, isUniqueViolation, newId, nowIso } from "../db/client";
 import { accounts, capsuleVersions, submissions } from "../db/schema";
@@ -330,10 +331,21 @@ export async function decideSubmission(
         reviewer: principal.handle ?? BOOTSTRAP_REVIEWER,
       }),
     ),
+    auditStatement(
+      db,
+      {
+        actor: principal,
+        action: "submission.decided",
+        target: `submission:${id}`,
+        details: { capsule: `${row.name}@${row.version}`, decision: input.decision, notes: input.notes },
+      },
+      sql`EXISTS (SELECT 1 FROM submissions WHERE id = ${id} AND decided_at = ${now} AND reviewer_id = ${reviewerId})`,
+    ),
   ]);
   if (updateResult.length === 0) {
     throw new AppError("INVALID_STATE", `Submission ${id} was decided by someone else just now`);
   }
+  await sealAuditLog(db);
   const decided: SubmissionRow = { ...row, status, reviewerId, decisionNotes: input.notes, decidedAt: now };
   if (input.decision === "approve") {
     await publishSubmission(env, db, decided);
