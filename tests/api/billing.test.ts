@@ -98,6 +98,7 @@ describe("paid capsule executions", () => {
         })),
       },
       budget: { tokens: 100_000 },
+      acceptPrices: [{ capsule: `${author.handle}/paid`, model: "per_execution", amountUsd: 0.25 }],
     });
     const { project } = (await res.json()) as { project: { id: string } };
     expect((await waitForStatus(buyer.apiKey, project.id, ["completed", "failed"])).status).toBe("completed");
@@ -259,6 +260,69 @@ describe("paid capsule executions", () => {
   });
 });
 
+describe("revenue share per capsule", () => {
+  it("splits charges by the share an admin set: the author's statement matches and the ledger balances", async () => {
+    await publishReviewer();
+    const author = await signup();
+    const buyer = await signup();
+    const admin = await signup();
+    const { grantRoles } = await import("../helpers");
+    await grantRoles(admin.handle, ["admin"]);
+    const name = `${author.handle}/shared`;
+    await publishPaid(author.apiKey, name, { model: "per_execution", amountUsd: 0.25 });
+    const share = (token: string, body: unknown, capsule = name) =>
+      api(`/v1/capsules/${capsule}/revenue-share`, { method: "PUT", token, json: body });
+    expect((await share(author.apiKey, { authorSharePct: 100 })).status).toBe(403);
+    expect((await share(admin.apiKey, { authorSharePct: 101 })).status).toBe(400);
+    expect((await share(admin.apiKey, { authorSharePct: 55.5 })).status).toBe(400);
+    expect((await share(admin.apiKey, { authorSharePct: 55 }, `${author.handle}/missing`)).status).toBe(404);
+    const set = await share(admin.apiKey, { authorSharePct: 55 });
+    expect(set.status).toBe(200);
+    expect(await set.json()).toEqual({
+      revenueShare: { capsule: name, authorSharePct: 55, previousAuthorSharePct: 70 },
+    });
+    const res = await createProject(buyer.apiKey, {
+      name: "shared",
+      spec: {
+        tasks: Array.from({ length: 3 }, (_, i) => ({
+          id: `r${i}`,
+          capsule: name,
+          inputs: { name: `r${i}` },
+        })),
+      },
+      budget: { tokens: 100_000 },
+      acceptPrices: [{ capsule: name, model: "per_execution", amountUsd: 0.25 }],
+    });
+    const { project } = (await res.json()) as { project: { id: string } };
+    expect((await waitForStatus(buyer.apiKey, project.id, ["completed", "failed"])).status).toBe("completed");
+    const deadline = Date.now() + 10_000;
+    let authorRows = await ledgerOf(author.id);
+    while (authorRows.length < 3 && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 200));
+      authorRows = await ledgerOf(author.id);
+    }
+    // 55% of 250,000 is 137,500 per execution; the platform keeps 112,500.
+    expect(authorRows).toEqual(
+      Array.from({ length: 3 }, () => ({ kind: "author_earning", direction: "credit", amount: 137_500 })),
+    );
+    const platform = (
+      await env.DB.prepare(
+        "SELECT sum(amount_micro_usd) AS total FROM ledger_entries WHERE account_id = ? AND kind = 'platform_fee' AND capsule = ?",
+      )
+        .bind(PLATFORM_ACCOUNT, name)
+        .first<{ total: number }>()
+    )?.total;
+    expect(platform).toBe(3 * 112_500);
+    expect(await ledgerImbalance(database(env.DB))).toBe(0);
+    const statement = (await (await api("/v1/payouts", { token: author.apiKey })).json()) as {
+      months: { period: string; earnedMicroUsd: number; executions: number }[];
+    };
+    expect(statement.months).toEqual([
+      expect.objectContaining({ period: month(), earnedMicroUsd: 412_500, executions: 3 }),
+    ]);
+  });
+});
+
 describe("payout statements", () => {
   it("hold months under the minimum and carry them until the total reaches it", async () => {
     const accountId = `acc_payout_${Date.now()}`;
@@ -364,6 +428,7 @@ describe("spend limits, enforced before each run", () => {
       },
       budget: { tokens: 1_000_000 },
       maxParallelAgents: 1,
+      acceptPrices: [{ capsule: `${author.handle}/metered`, model: "per_execution", amountUsd: 0.25 }],
       ...body,
     });
     expect(res.status, await res.clone().text()).toBe(201);

@@ -5,6 +5,7 @@ import { database } from "../../shared/db/client";
 import { CATEGORIES, PRICING_MODELS, semverSchema } from "../../shared/domain/manifest";
 import { priceChange, pricingView } from "../../shared/economics/prices";
 import { toMicroUsd } from "../../shared/economics/pricing";
+import { setAuthorSharePct } from "../../shared/economics/revenue-share";
 import { AppError } from "../../shared/errors";
 import { flushOutbox } from "../../shared/events/outbox";
 import {
@@ -21,7 +22,7 @@ import { bundleLimits } from "../../shared/marketplace/limits";
 import { submitBundle } from "../../shared/marketplace/submissions";
 import type { AppEnv } from "../context";
 import { cacheFor } from "../middleware/cache";
-import { signedIn, withAccount } from "../middleware/guards";
+import { signedIn, withAccount, withRole } from "../middleware/guards";
 import { rateLimit } from "../middleware/rate-limit";
 import { readBodyBounded } from "../request-body";
 import { jsonBody, pathParams, queryParams } from "../validate";
@@ -106,6 +107,24 @@ export const capsuleRoutes = new Hono<AppEnv>()
     await capsuleDetail(db, `${ns}/${name}`);
     return c.json({ pricing: await pricingView(db, `${ns}/${name}`) });
   })
+  .put(
+    "/:ns/:name/revenue-share",
+    withRole("admin"),
+    pathParams(capsuleParams),
+    jsonBody(z.object({ authorSharePct: z.int().min(0).max(100) }).strict()),
+    async (c) => {
+      const { ns, name } = c.req.valid("param");
+      const db = database(c.env.DB);
+      const share = await setAuthorSharePct(
+        db,
+        `${ns}/${name}`,
+        c.req.valid("json").authorSharePct,
+        requirePrincipal(c.get("principal")),
+      );
+      c.executionCtx.waitUntil(flushOutbox(db, c.env));
+      return c.json({ revenueShare: share });
+    },
+  )
   .put(
     "/:ns/:name/pricing",
     signedIn,
