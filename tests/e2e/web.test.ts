@@ -1,4 +1,5 @@
 import { type ChildProcess, spawn } from "node:child_process";
+import { openSync } from "node:fs";
 import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
@@ -128,12 +129,50 @@ describe("the web app, driven in Chromium against the running platform", () => {
     await authorContext?.close();
   });
 
-  it("serves the catalog with featured capsules and a strict CSP, and is accessible", async () => {
+  it("serves the catalog with featured, trending and collections rows under a strict CSP, and is accessible", async () => {
+    const json = { "content-type": "application/json" };
+    const featured = await api("/v1/featured", {
+      method: "PUT",
+      token: adminToken,
+      headers: json,
+      body: JSON.stringify({ capsules: ["soma/text-stats", "soma/json-transform"] }),
+    });
+    expect(featured.status).toBe(200);
+    const created = await api("/v1/collections", {
+      method: "POST",
+      token: adminToken,
+      headers: json,
+      body: JSON.stringify({ title: `Starter kit ${run}`, visibility: "public", curated: true }),
+    });
+    expect(created.status).toBe(201);
+    const collection = ((await created.json()) as { collection: { id: string } }).collection.id;
+    const added = await api(`/v1/collections/${collection}/items`, {
+      method: "POST",
+      token: adminToken,
+      headers: json,
+      body: JSON.stringify({ capsule: "soma/echo" }),
+    });
+    expect(added.status).toBeLessThan(300);
+
     const response = await page.goto("/");
     expect(response?.headers()["content-security-policy"]).toContain("script-src 'self'");
     await page.getByRole("heading", { name: "Task Capsules" }).waitFor();
     await page.locator("#results .card").first().waitFor();
     expect(await page.locator("#results .card").count()).toBeGreaterThan(3);
+    const featuredRow = page.getByRole("region", { name: "Featured" });
+    await featuredRow.getByRole("link", { name: "soma/text-stats" }).waitFor();
+    await page
+      .getByRole("region", { name: "Collections" })
+      .getByRole("link", { name: /Starter kit/ })
+      .click();
+    await page.getByRole("heading", { name: `Starter kit ${run}`, level: 1 }).waitFor();
+    await page.getByRole("link", { name: "soma/echo" }).waitFor();
+    await checkAccessibility(page, "collection");
+    await page.goto("/#/?sort=rating&view=list&category=Testing");
+    await page.locator("#results.list .card").first().waitFor();
+    expect(await page.getByLabel("Category").inputValue()).toBe("Testing");
+    await page.goto("/");
+    await page.locator("#results .card").first().waitFor();
     await checkAccessibility(page, "catalog");
   });
 
@@ -180,7 +219,21 @@ describe("the web app, driven in Chromium against the running platform", () => {
     await page.goto("/#/publish");
     await page.getByRole("heading", { name: "Publish a capsule" }).waitFor();
     await checkAccessibility(page, "publish");
-    await page.locator("#bundle").setInputFiles(file);
+    // A real drop: a File in a DataTransfer, dispatched on the drop zone as the browser does for a dragged file.
+    await page.locator(".drop").evaluate(
+      (zone, { base64, name }) => {
+        const bytes = Uint8Array.from(atob(base64), (c) => c.charCodeAt(0));
+        const transfer = new DataTransfer();
+        transfer.items.add(new File([bytes], name, { type: "application/gzip" }));
+        zone.dispatchEvent(
+          new DragEvent("dragover", { dataTransfer: transfer, bubbles: true, cancelable: true }),
+        );
+        zone.dispatchEvent(
+          new DragEvent("drop", { dataTransfer: transfer, bubbles: true, cancelable: true }),
+        );
+      },
+      { base64: Buffer.from(bytes).toString("base64"), name: path.basename(file) },
+    );
     await page.getByRole("list", { name: "Submission timeline" }).waitFor();
     await page.getByText("Waiting for a reviewer").first().waitFor();
     expect(await page.getByRole("table", { name: /Findings/ }).textContent()).toMatch(/eval/i);
@@ -299,6 +352,7 @@ describe("the web app, driven in Chromium against the running platform", () => {
   });
 
   it("launches the calculator example in one click and watches it complete over the WebSocket", async () => {
+    const runnerLog = openSync(path.join(scratch, "runner.log"), "a");
     runner = spawn(
       process.execPath,
       [path.join(root, "cli/soma.mjs"), "runner", "--url", baseUrl, "--id", `web-${run}`],
@@ -306,7 +360,7 @@ describe("the web app, driven in Chromium against the running platform", () => {
         cwd: root,
         env: { ...process.env, SOMA_TOKEN: authorKey },
         detached: true,
-        stdio: "ignore",
+        stdio: ["ignore", runnerLog, runnerLog],
       },
     );
     await page.goto("/#/projects");
@@ -315,7 +369,14 @@ describe("the web app, driven in Chromium against the running platform", () => {
     await page.waitForURL(/#\/projects\/[a-f0-9]{64}$/);
     await page.getByRole("img", { name: /Task graph/ }).waitFor();
     await page.getByText("Live", { exact: true }).waitFor();
-    await page.locator('#project-status[data-status="completed"]').waitFor({ timeout: 180_000 });
+    try {
+      await page.locator('#project-status[data-status="completed"]').waitFor({ timeout: 180_000 });
+    } catch (error) {
+      // Say where it stopped: the task table as the page shows it, and what the runner printed.
+      const tasks = await page.getByRole("table", { name: /Tasks with their gate scores/ }).textContent();
+      const log = await readFile(path.join(scratch, "runner.log"), "utf8").catch(() => "");
+      throw new Error(`${String(error)}\ntasks: ${tasks}\nrunner: ${log.slice(-2000)}`);
+    }
     expect(await page.locator('.dag [data-task="run-tests"]').getAttribute("data-status")).toBe("completed");
     expect(await page.locator(".dag .node").count()).toBe(10);
     await page.getByRole("button", { name: "Download all artefacts (.tar.gz)" }).waitFor();
@@ -327,6 +388,36 @@ describe("the web app, driven in Chromium against the running platform", () => {
     expect((await download).suggestedFilename()).toMatch(/\.tar\.gz$/);
     await checkAccessibility(page, "live");
   }, 240_000);
+
+  it("holds a task below the quality threshold for a human and completes it once approved in the live view", async () => {
+    const spec = {
+      name: "Gate check",
+      spec: {
+        tasks: [
+          {
+            id: "echo",
+            capsule: "soma/echo@^1",
+            inputs: { text: "hello" },
+            successCriteria: ["file:NOTES.md"],
+          },
+        ],
+      },
+      budget: { tokens: 20_000 },
+      qualityThreshold: 1,
+      autoRemediations: 0,
+    };
+    await page.goto("/#/projects");
+    await page.getByText("Or edit a spec").click();
+    await page.getByLabel("Project spec (JSON)").fill(JSON.stringify(spec));
+    await page.getByRole("button", { name: "Launch this spec" }).click();
+    await page.waitForURL(/#\/projects\/[a-f0-9]{64}$/);
+    const held = page.getByRole("heading", { name: "Task echo is waiting for you" });
+    await held.waitFor({ timeout: 60_000 });
+    await checkAccessibility(page, "live-review");
+    await page.getByRole("button", { name: "Approve", exact: true }).click();
+    await page.locator('#project-status[data-status="completed"]').waitFor({ timeout: 60_000 });
+    expect(await held.count()).toBe(0);
+  });
 
   it("shows the new events on the dashboards, refreshing on its own, and exports CSV", async () => {
     await page.goto("/#/dashboards/platform");

@@ -59,9 +59,10 @@ export function CapsuleCard({ item }: { item: CatalogItem }) {
 
 function Row({ title, items }: { title: string; items: CatalogItem[] }) {
   if (items.length === 0) return null;
+  const id = `row-${title.toLowerCase().replace(/[^a-z0-9]+/g, "-")}`;
   return (
-    <section aria-labelledby={`row-${title}`}>
-      <h2 id={`row-${title}`}>{title}</h2>
+    <section aria-labelledby={id}>
+      <h2 id={id}>{title}</h2>
       <ul class="grid row-scroll">
         {items.map((item) => (
           <CapsuleCard key={item.name} item={item} />
