@@ -160,6 +160,16 @@ const MIGRATIONS: SqlMigration[] = [
       ALTER TABLE attempts ADD COLUMN claim TEXT;
     `,
   },
+  {
+    version: 8,
+    // A project budget's hard share: reservations stop at limit_tokens x hard_pct / 100.
+    sql: "ALTER TABLE project ADD COLUMN hard_pct INTEGER NOT NULL DEFAULT 100;",
+  },
+  {
+    version: 9,
+    // The prices the owner accepted at creation, for paid capsules a planner adds to the graph later.
+    sql: "ALTER TABLE project ADD COLUMN accept_prices TEXT NOT NULL DEFAULT '[]';",
+  },
 ];
 
 export function migrateCoordinatorSchema(sql: SqlStorage): void {

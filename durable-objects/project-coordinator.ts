@@ -25,6 +25,11 @@ import {
   TERMINAL_PROJECT,
 } from "../workers/shared/kamachiq/types";
 import {
+  type AcceptedPrice,
+  acceptedPriceSchema,
+  requireAcceptedPrices,
+} from "../workers/shared/marketplace/price-acceptance";
+import {
   type LogFields,
   Logger,
   setDefaultLogLevel,
@@ -45,6 +50,8 @@ export interface CoordinatorCreateInput {
   qualityThreshold: number;
   autoRemediations: number;
   acceptPermissions: string[];
+  /** Prices the owner accepted at creation: paid capsules a planner adds must be among them (or installed). */
+  acceptPrices?: AcceptedPrice[];
   reviewer: { capsule: string; version: string; tokenEstimate: number } | null;
   /** Cap on what the project may spend (paid capsules, model tokens), in micro-USD; null for none. */
   maxSpendMicroUsd: number | null;
@@ -124,6 +131,7 @@ export class ProjectCoordinator extends DurableObject<Env> implements Coordinato
         now,
         now,
       );
+      this.sql.exec("UPDATE project SET accept_prices = ?", JSON.stringify(input.acceptPrices ?? []));
       this.sql.exec(
         "UPDATE project SET max_spend_micro_usd = ?, traceparent = ?",
         input.maxSpendMicroUsd,
@@ -275,6 +283,17 @@ export class ProjectCoordinator extends DurableObject<Env> implements Coordinato
         planned = (
           await planTasks(database(this.env.DB), output.tasks, JSON.parse(String(project.accept_permissions)))
         ).map((t) => ({ ...t, tokenEstimate: t.tokenEstimate + reviewerTokens }));
+        // The planner may add paid capsules: their prices need the same acceptance as a graph's at creation.
+        await requireAcceptedPrices(
+          database(this.env.DB),
+          String(project.owner_id),
+          planned.map((t) => ({
+            task: t.id,
+            capsule: t.capsule,
+            price: t.price ?? { model: "free", amountMicroUsd: 0 },
+          })),
+          acceptedPriceSchema.array().parse(JSON.parse(String(project.accept_prices ?? "[]"))),
+        );
       } catch (error) {
         planError =
           error instanceof AppError
@@ -909,7 +928,6 @@ export class ProjectCoordinator extends DurableObject<Env> implements Coordinato
           }
         });
       } catch (error) {
-        // The lease job re-queues these attempts; nothing is lost, only delayed.
         this.log().error("agent-tasks send failed", { attempts: messages.length, error });
         this.ctx.storage.transactionSync(() =>
           this.withdrawUnsent(

@@ -19,6 +19,8 @@ export interface PinnedTask {
   tokenEstimate: number;
   /** What one run may cost the project owner at today's price (micro-USD), for spend limits. */
   priceEstimateMicroUsd: number;
+  /** The capsule's price in force when the task was pinned: a paid one must have been accepted by the owner. */
+  price?: Price;
   successCriteria: string[];
 }
 
@@ -90,6 +92,7 @@ export async function planTasks(
       prices.set(task.capsule, (await priceAt(db, task.capsule)) ?? priceOfManifest(manifest.spec.pricing));
     }
     const price = prices.get(task.capsule)!;
+    task.price = price;
     task.priceEstimateMicroUsd =
       price.model === "per_execution"
         ? price.amountMicroUsd

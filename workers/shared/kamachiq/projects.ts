@@ -5,6 +5,7 @@ import { projects, reviewTasks } from "../db/schema";
 import type { CapsuleManifest } from "../domain/manifest";
 import { resolveDependencies } from "../domain/resolve";
 import { AppError } from "../errors";
+import { requireAcceptedPrices } from "../marketplace/price-acceptance";
 import { d1VersionSource } from "../marketplace/version-source";
 import { type CoordinatorApi, coordinator } from "./coordinator-client";
 import { planTasks } from "./planning";
@@ -99,6 +100,16 @@ export async function createProject(
       });
     }
   }
+  await requireAcceptedPrices(
+    db,
+    owner.accountId,
+    tasks.map((t) => ({
+      task: t.id,
+      capsule: t.capsule,
+      price: t.price ?? { model: "free", amountMicroUsd: 0 },
+    })),
+    input.acceptPrices,
+  );
   const id = env.PROJECT_COORDINATOR.newUniqueId().toString();
   const snapshot = unwrap(
     await coordinator(env, id).create({
@@ -112,6 +123,7 @@ export async function createProject(
       qualityThreshold: input.qualityThreshold,
       autoRemediations: input.autoRemediations,
       acceptPermissions: accept,
+      acceptPrices: input.acceptPrices,
       reviewer,
       maxSpendMicroUsd: input.maxSpendUsd === undefined ? null : Math.round(input.maxSpendUsd * 1_000_000),
       planning,

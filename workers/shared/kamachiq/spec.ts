@@ -1,5 +1,6 @@
 import { z } from "zod";
 import { capsuleNameSchema, permissionSchema, semverRangeSchema } from "../domain/manifest";
+import { acceptedPriceSchema } from "../marketplace/price-acceptance";
 
 /** `ns/name@range` (range defaults to `*`). */
 export const capsuleRefSchema = z
@@ -67,6 +68,8 @@ export const createProjectSchema = z
     autoRemediations: z.int().min(0).max(2).default(2),
     /** The most the project may spend on paid capsules and model tokens, enforced before each dispatch. */
     maxSpendUsd: z.number().positive().max(1_000_000).optional(),
+    /** Prices accepted for the paid capsules the project runs (not needed for those installed at that price). */
+    acceptPrices: z.array(acceptedPriceSchema).max(100).default([]),
   })
   .strict();
 
