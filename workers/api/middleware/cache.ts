@@ -18,6 +18,8 @@ export const cacheFor = (seconds: number, options: { shared?: boolean } = {}) =>
     const hit = await cache.match(key);
     if (hit) {
       const response = new Response(hit.body, hit);
+      // The stored copy's Cache-Control is for the Cache API only; callers get what a fresh answer carries.
+      response.headers.delete("Cache-Control");
       response.headers.set("X-Cache", "HIT");
       response.headers.set("X-Request-Id", c.get("requestId"));
       return response;
@@ -26,7 +28,8 @@ export const cacheFor = (seconds: number, options: { shared?: boolean } = {}) =>
     if (c.res.status === 200) {
       const copy = c.res.clone();
       const stored = new Response(copy.body, copy);
-      stored.headers.set("Cache-Control", `private, max-age=${seconds}`);
+      // The Cache API refuses to store `private` answers; the key already scopes a per-caller entry.
+      stored.headers.set("Cache-Control", `public, max-age=${seconds}`);
       c.executionCtx.waitUntil(cache.put(key, stored));
       c.res.headers.set("X-Cache", "MISS");
     }
