@@ -389,6 +389,44 @@ describe("the web app, driven in Chromium against the running platform", () => {
     await checkAccessibility(page, "live");
   }, 240_000);
 
+  it("rates a capsule it installed and ran; another account votes the review helpful and reports it", async () => {
+    // The calculator project above ran soma/readme-writer for this account; an install makes it eligible.
+    const installed = await api("/v1/installs", {
+      method: "POST",
+      token: authorKey,
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ capsule: "soma/readme-writer", acceptPermissions: ["artifacts.write"] }),
+    });
+    expect(installed.status, await installed.clone().text()).toBe(201);
+    await page.goto("/#/capsules/soma/readme-writer");
+    await page.getByRole("heading", { name: "Rate this capsule" }).waitFor();
+    await page.getByLabel("Stars").selectOption("4");
+    await page.getByLabel("Review (optional)").fill("Clear READMEs straight from the spec.");
+    await page.getByRole("button", { name: "Save rating" }).click();
+    await page.getByText("Clear READMEs straight from the spec.").waitFor();
+    await page.getByText(/from 1 ratings/).waitFor();
+    expect(await page.getByRole("row", { name: /4 stars/ }).textContent()).toMatch(/1$/);
+
+    const context = await browser.newContext({ baseURL: baseUrl, viewport: { width: 1280, height: 900 } });
+    try {
+      const rp = await newPage(context);
+      await rp.goto("/#/signin?next=%23%2Fcapsules%2Fsoma%2Freadme-writer");
+      await rp.getByLabel("API key", { exact: true }).fill(reviewerKey);
+      await rp.getByRole("button", { name: "Sign in" }).click();
+      const review = rp.locator("li.review", { hasText: "Clear READMEs straight from the spec." });
+      await review.waitFor();
+      await review.getByRole("button", { name: "Helpful", exact: true }).click();
+      await review.getByText("Thanks, your vote counts.").waitFor();
+      await review.getByRole("button", { name: "Report" }).click();
+      await review.getByLabel("Why should a reviewer look at this?").fill("Testing the report path.");
+      await review.getByRole("button", { name: "Send report" }).click();
+      await review.getByText(/^Reported\./).waitFor();
+      await checkAccessibility(rp, "capsule-reviews");
+    } finally {
+      await context.close();
+    }
+  });
+
   it("holds a task below the quality threshold for a human and completes it once approved in the live view", async () => {
     const spec = {
       name: "Gate check",

@@ -75,10 +75,10 @@ function Versions({ versions }: { versions: Detail["versions"] }) {
   );
 }
 
-function RatingSummary({ capsule }: { capsule: { ns: string; name: string } }) {
+function RatingSummary({ capsule, version }: { capsule: { ns: string; name: string }; version: number }) {
   const [rating] = useAsync(
     () => json(api.v1.capsules[":ns"][":name"].rating.$get({ param: capsule })),
-    [capsule.ns, capsule.name],
+    [capsule.ns, capsule.name, version],
   );
   return (
     <Show value={rating} what="ratings">
@@ -250,6 +250,8 @@ function RateForm({ capsule, onDone }: { capsule: { ns: string; name: string }; 
 }
 
 function Reviews({ capsule, session }: { capsule: { ns: string; name: string }; session: Session | null }) {
+  // Bumped after a rating is saved, so the distribution and the list are read again together.
+  const [version, setVersion] = useState(0);
   const [reviews, reload] = useAsync(
     () =>
       json(
@@ -258,12 +260,12 @@ function Reviews({ capsule, session }: { capsule: { ns: string; name: string }; 
           query: { limit: "20", sort: "helpful" },
         }),
       ),
-    [capsule.ns, capsule.name],
+    [capsule.ns, capsule.name, version],
   );
   return (
     <section aria-labelledby="reviews-title">
       <h2 id="reviews-title">Ratings and reviews</h2>
-      <RatingSummary capsule={capsule} />
+      <RatingSummary capsule={capsule} version={version} />
       <Show value={reviews} what="reviews" retry={reload}>
         {(r) =>
           r.items.length === 0 ? (
@@ -277,7 +279,7 @@ function Reviews({ capsule, session }: { capsule: { ns: string; name: string }; 
           )
         }
       </Show>
-      {session && <RateForm capsule={capsule} onDone={reload} />}
+      {session && <RateForm capsule={capsule} onDone={() => setVersion((v) => v + 1)} />}
     </section>
   );
 }
@@ -335,6 +337,20 @@ export function CapsulePage({
       json(api.v1.capsules[":ns"][":name"]["used-together"].$get({ param: capsule, query: { limit: "6" } })),
     [name],
   );
+  // The success rate comes from the author's analytics, which only the owner and admins may read.
+  const [performance] = useAsync(
+    () =>
+      session
+        ? json(
+            api.v1.analytics.capsules[":ns"][":name"].$get({
+              param: capsule,
+              query: { interval: "day", format: "json" },
+            }),
+          ).catch(() => null)
+        : Promise.resolve(null),
+    [name, session?.handle],
+  );
+  const successRate = performance.state === "ready" ? (performance.data?.totals.successRate ?? null) : null;
   const installing = query.get("install") === "1";
   return (
     <Show value={detail} what="the capsule" retry={reload}>
@@ -406,12 +422,10 @@ export function CapsulePage({
                 </dd>
               </div>
             </dl>
-            {session && (
-              <p class="small">
-                <a href={href("/dashboards/capsule", { capsule: d.capsule.name })}>
-                  Success rate and runs over time
-                </a>{" "}
-                (for its author and admins)
+            {successRate !== null && (
+              <p>
+                Success rate over the last 30 days: <strong>{(successRate * 100).toFixed(1)}%</strong> of
+                runs. <a href={href("/dashboards/capsule", { capsule: d.capsule.name })}>Runs over time</a>
               </p>
             )}
             <div class="cols">
