@@ -305,6 +305,50 @@ describe("quality gate and human review", () => {
   });
 });
 
+describe("human review: reject", () => {
+  it("fails a held task on reject, with the reviewer's reason, skipping its dependants and failing the project", async () => {
+    const id = await start({
+      name: "reject",
+      spec: {
+        tasks: [
+          { id: "s", capsule: `${ns}/sloppy` },
+          { id: "after", capsule: `${ns}/slow`, dependsOn: ["s"] },
+        ],
+      },
+      autoRemediations: 0,
+    });
+    await waitForStatus(owner.apiKey, id, ["awaiting_review"]);
+    const res = await api(`/v1/projects/${id}/tasks/s/review`, {
+      method: "POST",
+      token: owner.apiKey,
+      json: { decision: "reject", feedback: "not what was asked" },
+    });
+    expect(res.status).toBe(200);
+    const done = await waitForStatus(owner.apiKey, id, ["failed", "completed"]);
+    expect(done.status).toBe("failed");
+    expect(done.failureReason).toContain("not what was asked");
+    expect(done.tasks.map((t) => [t.id, t.status, t.attempts])).toEqual([
+      ["s", "failed", 1],
+      ["after", "skipped", 0],
+    ]);
+    expect(done.tasks[0]?.lastError).toBe(`Rejected by ${owner.handle}: not what was asked`);
+    const r = await report(id);
+    expect(r.reviewerDecisions.map((d) => d.decision)).toEqual(["reject"]);
+    expect(r.timeline.filter((e) => e.type === "task.failed" && e.taskId === "s")).toHaveLength(1);
+    const queue = (await (await api("/v1/review-tasks", { token: owner.apiKey })).json()) as {
+      items: { projectId: string }[];
+    };
+    expect(queue.items.some((i) => i.projectId === id)).toBe(false);
+    // A rejected task can be asked to change (which reopens the project), never approved as it is.
+    const approve = await api(`/v1/projects/${id}/tasks/s/review`, {
+      method: "POST",
+      token: owner.apiKey,
+      json: { decision: "approve" },
+    });
+    expect(approve.status).toBe(409);
+  });
+});
+
 describe("sandbox", () => {
   it("fails a capsule that calls fetch directly: the isolate has no network", async () => {
     const id = await start({ name: "fetch", spec: { tasks: [{ id: "f", capsule: `${ns}/fetcher` }] } });
@@ -443,6 +487,37 @@ describe("project API", () => {
     await reader.cancel();
     expect(text).toContain("event: snapshot");
     expect(text).toMatch(/id: \d+\nevent: task.dispatched/);
+  });
+});
+
+describe("live Server-Sent Events", () => {
+  it("pushes events to a stream opened before the project finished", async () => {
+    const id = await start({
+      name: "sse-live",
+      spec: { tasks: [{ id: "l", capsule: `${ns}/slow`, inputs: { sleepMs: 1500 } }] },
+    });
+    const res = await api(`/v1/projects/${id}/events`, { token: owner.apiKey });
+    expect(res.status).toBe(200);
+    const reader = res.body!.getReader();
+    const decoder = new TextDecoder();
+    let text = "";
+    const deadline = Date.now() + 30_000;
+    while (!text.includes("event: project.completed") && Date.now() < deadline) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      text += decoder.decode(value, { stream: true });
+    }
+    await reader.cancel();
+    // The snapshot sent on connect shows the project still running: what followed was pushed as it happened.
+    const snapshot = JSON.parse(/event: snapshot\ndata: (.*)\n/.exec(text)?.[1] ?? "null") as {
+      status: string;
+    };
+    expect(snapshot.status).not.toBe("completed");
+    expect(text).toMatch(/id: \d+\nevent: gate.scored/);
+    expect(text).toMatch(/id: \d+\nevent: project.completed/);
+    const ids = [...text.matchAll(/^id: (\d+)$/gm)].map((m) => Number(m[1]));
+    expect(ids).toEqual([...ids].sort((a, b) => a - b));
+    expect(new Set(ids).size).toBe(ids.length);
   });
 });
 

@@ -70,4 +70,49 @@ describe("a project with an explicit task graph", () => {
     const after = (await (await api("/v1/projects", { token: owner.apiKey })).json()) as { items: unknown[] };
     expect(after.items.length).toBe(before.items.length);
   });
+  it("rejects a graph that uses a task id twice, naming the task, and creates nothing", async () => {
+    const before = (await (await api("/v1/projects", { token: owner.apiKey })).json()) as {
+      items: unknown[];
+    };
+    const res = await createProject(owner.apiKey, {
+      name: "duplicate",
+      spec: {
+        tasks: [
+          { id: "a", capsule: `${ns}/good` },
+          { id: "twice", capsule: `${ns}/good`, dependsOn: ["a"] },
+          { id: "twice", capsule: `${ns}/good` },
+        ],
+      },
+      budget: { tokens: 1000 },
+    });
+    expect(res.status).toBe(400);
+    const error = await errorOf(res);
+    expect(error.message).toContain('task id "twice" is used twice');
+    expect(error.details).toMatchObject({
+      tasks: ["twice"],
+      problems: [{ task: "twice", problem: "duplicate_id" }],
+    });
+    const after = (await (await api("/v1/projects", { token: owner.apiKey })).json()) as { items: unknown[] };
+    expect(after.items.length).toBe(before.items.length);
+  });
+
+  it("rejects a task that depends on itself, naming it", async () => {
+    const res = await createProject(owner.apiKey, {
+      name: "self",
+      spec: {
+        tasks: [
+          { id: "a", capsule: `${ns}/good` },
+          { id: "loop", capsule: `${ns}/good`, dependsOn: ["a", "loop"] },
+        ],
+      },
+      budget: { tokens: 1000 },
+    });
+    expect(res.status).toBe(400);
+    const error = await errorOf(res);
+    expect(error.message).toContain('task "loop" depends on itself');
+    expect(error.details).toMatchObject({
+      tasks: ["loop"],
+      problems: [{ task: "loop", problem: "self_dependency" }],
+    });
+  });
 });
