@@ -748,6 +748,32 @@ describe("featured", () => {
     expect((await put(adminToken(), { capsules: [] })).status).toBe(200);
     expect(await names()).toEqual([]);
   });
+
+  it("puts the featured capsules first when browsing the catalog in its default order", async () => {
+    expect((await put(adminToken(), { capsules: [n("gamma"), n("beta")] })).status).toBe(200);
+    const browse = async (query: string) =>
+      (await (await api(`/v1/capsules?${query}`)).json()) as {
+        items: CatalogItem[];
+        nextCursor: string | null;
+      };
+    // Catalog pages are cached per URL for a few seconds: each URL here is read only by this test.
+    const first = await browse("limit=97");
+    expect(first.items.slice(0, 2).map((c) => c.name)).toEqual([n("gamma"), n("beta")]);
+    const rest = first.items.slice(2);
+    expect(rest.map((c) => c.name)).not.toContain(n("gamma"));
+    for (let i = 1; i < rest.length; i++) {
+      expect(rest[i - 1]!.installCount).toBeGreaterThanOrEqual(rest[i]!.installCount);
+    }
+    // Pages follow the same order.
+    const one = await browse("limit=1");
+    expect(one.items.map((c) => c.name)).toEqual([n("gamma")]);
+    const two = await browse(`limit=1&cursor=${one.nextCursor}`);
+    expect(two.items.map((c) => c.name)).toEqual([n("beta")]);
+    // An explicit sort or a search is the caller's order, not the shelf's.
+    const byName = (await browse("limit=96&sort=name")).items.map((c) => c.name);
+    expect(byName).toEqual([...byName].sort());
+    expect((await put(adminToken(), { capsules: [] })).status).toBe(200);
+  });
 });
 
 describe("GET /v1/trending", () => {

@@ -123,9 +123,18 @@ export async function searchCatalog(
 
   if (queryTrigrams.size === 0) {
     const sort = query.sort && query.sort !== "relevance" ? query.sort : "popular";
-    const rows = await db.all<Record<string, unknown>>(
-      sql`SELECT c.* FROM capsules c ${where} ORDER BY ${sql.raw(ORDER_BY[sort])} LIMIT ${query.limit + 1} OFFSET ${offset}`,
-    );
+    // Browsing in the default order shows the admins' featured shelf first, in its order, then the rest by
+    // popularity: one join on the shelf's primary key, so it costs nothing a plain browse does not.
+    const featuredFirst = q.length === 0 && (query.sort === undefined || query.sort === "relevance");
+    const rows = featuredFirst
+      ? await db.all<Record<string, unknown>>(
+          sql`SELECT c.* FROM capsules c LEFT JOIN featured_capsules f ON f.capsule_name = c.name ${where}
+              ORDER BY f.position IS NULL, f.position, ${sql.raw(ORDER_BY.popular)}
+              LIMIT ${query.limit + 1} OFFSET ${offset}`,
+        )
+      : await db.all<Record<string, unknown>>(
+          sql`SELECT c.* FROM capsules c ${where} ORDER BY ${sql.raw(ORDER_BY[sort])} LIMIT ${query.limit + 1} OFFSET ${offset}`,
+        );
     return page(rows.map(fromRaw), query.limit, offset);
   }
 
