@@ -181,6 +181,26 @@ describe("POST /v1/events and GET /v1/usage", () => {
   });
 });
 
+describe("ingestion freshness", () => {
+  it("shows an accepted event through GET /v1/usage within 10 s", async () => {
+    const user = await signup();
+    const today = new Date().toISOString().slice(0, 10);
+    const res = await ingest(user.apiKey, [usage("fresh", new Date().toISOString(), 321, 123)]);
+    expect(res.status).toBe(202);
+    expect(await res.json()).toEqual({ accepted: 1, duplicates: 0 });
+    const acceptedAt = Date.now();
+    // Polled every 200 ms; the only limit is the 10 s the freshness goal allows.
+    const seen = await eventually(
+      () => usageOf(user.apiKey, `from=${today}&to=${today}`),
+      (u) => u.items.length > 0,
+      10_000 - (Date.now() - acceptedAt),
+    );
+    expect(seen.items).toEqual([
+      { key: today, inputTokens: 321, outputTokens: 123, totalTokens: 444, events: 1 },
+    ]);
+  });
+});
+
 describe("POST /v1/events keeps the platform's own record to the platform", () => {
   const event = (id: string, type: string, data: Record<string, unknown>, time = day(-1)) => ({
     specversion: "1.0",
