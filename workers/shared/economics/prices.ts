@@ -1,4 +1,4 @@
-import { and, desc, eq, isNull, lte } from "drizzle-orm";
+import { and, desc, eq, inArray, isNull, lte } from "drizzle-orm";
 import { type Database, newId, nowIso } from "../db/client";
 import { capsulePrices, installs } from "../db/schema";
 import type { CapsuleManifest } from "../domain/manifest";
@@ -28,6 +28,38 @@ export async function priceAt(db: Database, capsule: string, at: Date = new Date
     .orderBy(desc(capsulePrices.effectiveAt), desc(capsulePrices.createdAt))
     .limit(1);
   return row ? { model: row.model as PricingModel, amountMicroUsd: row.amountMicroUsd } : null;
+}
+
+/**
+ * The prices in force for several capsules at a moment, in one query: capsules with no price row are absent
+ * (their manifest's price applies).
+ */
+export async function pricesAt(
+  db: Database,
+  capsules: readonly string[],
+  at: Date = new Date(),
+): Promise<Map<string, Price>> {
+  const prices = new Map<string, Price>();
+  const names = [...new Set(capsules)];
+  // D1 binds at most 100 values per statement.
+  for (let i = 0; i < names.length; i += 90) {
+    const rows = await db
+      .select()
+      .from(capsulePrices)
+      .where(
+        and(
+          inArray(capsulePrices.capsule, names.slice(i, i + 90)),
+          lte(capsulePrices.effectiveAt, at.toISOString()),
+        ),
+      )
+      .orderBy(desc(capsulePrices.effectiveAt), desc(capsulePrices.createdAt));
+    for (const row of rows) {
+      if (!prices.has(row.capsule)) {
+        prices.set(row.capsule, { model: row.model as PricingModel, amountMicroUsd: row.amountMicroUsd });
+      }
+    }
+  }
+  return prices;
 }
 
 /** The latest announced price (possibly not in force yet). */

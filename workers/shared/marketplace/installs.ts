@@ -3,7 +3,7 @@ import { type Database, newId, nowIso } from "../db/client";
 import { capsules, installs } from "../db/schema";
 import type { CapsuleManifest } from "../domain/manifest";
 import { type ResolvedPackage, resolveDependencies } from "../domain/resolve";
-import { type Price, priceAt, priceOfManifest } from "../economics/prices";
+import { type Price, priceOfManifest, pricesAt } from "../economics/prices";
 import { toMicroUsd } from "../economics/pricing";
 import { AppError } from "../errors";
 import { cloudEvent, outboxInsert } from "../events/outbox";
@@ -68,10 +68,13 @@ export async function createInstall(
 
   // Paid capsules install only when the caller accepted exactly the price in force (shown in the refusal).
   const prices = new Map<string, Price>();
+  const announced = await pricesAt(
+    db,
+    chosen.map((row) => row.name),
+  );
   for (const row of chosen) {
     const price =
-      (await priceAt(db, row.name)) ??
-      priceOfManifest((row.manifest as unknown as CapsuleManifest).spec.pricing);
+      announced.get(row.name) ?? priceOfManifest((row.manifest as unknown as CapsuleManifest).spec.pricing);
     if (price.model !== "free") prices.set(row.name, price);
   }
   const unaccepted = [...prices].filter(
