@@ -313,7 +313,7 @@ describe("the web app, driven in Chromium against the running platform", () => {
     await page.getByRole("link", { name: "Install" }).click();
     const dialog = page.getByRole("dialog", { name: `Install ${tidier}` });
     await dialog.waitFor();
-    await dialog.getByText(`${tidier} and its 1 dependencies`).waitFor();
+    await dialog.getByText(`${tidier} and its 1 dependency`).waitFor();
     const approve = dialog.getByRole("button", { name: "Approve and continue" });
     expect(await approve.isDisabled()).toBe(true);
     await checkAccessibility(page, "install-permissions");
@@ -322,7 +322,7 @@ describe("the web app, driven in Chromium against the running platform", () => {
     await approve.click();
     await dialog.getByLabel(/Token budget/).fill("20000");
     await dialog.getByRole("button", { name: "Install", exact: true }).click();
-    await dialog.getByText(`Installed ${tidier}@1.0.0 with 1 dependencies`).waitFor();
+    await dialog.getByText(`Installed ${tidier}@1.0.0 with 1 dependency`).waitFor();
     const tree = await dialog.locator(".tree").textContent();
     expect(tree).toContain(`${tidier}@1.0.0`);
     expect(tree).toContain(`${parser}@1.0.0`);
@@ -404,7 +404,7 @@ describe("the web app, driven in Chromium against the running platform", () => {
     await page.getByLabel("Review (optional)").fill("Clear READMEs straight from the spec.");
     await page.getByRole("button", { name: "Save rating" }).click();
     await page.getByText("Clear READMEs straight from the spec.").waitFor();
-    await page.getByText(/from 1 ratings/).waitFor();
+    await page.getByText(/from 1 rating\b/).waitFor();
     expect(await page.getByRole("row", { name: /4 stars/ }).textContent()).toMatch(/1$/);
 
     const context = await browser.newContext({ baseURL: baseUrl, viewport: { width: 1280, height: 900 } });

@@ -1,3 +1,8 @@
+/** "1 dependency", "2 dependencies". */
+export function plural(n: number, one: string, many: string): string {
+  return `${new Intl.NumberFormat("en").format(n)} ${n === 1 ? one : many}`;
+}
+
 /** What each permission lets a capsule do, in the words an operator decides on. */
 export function permissionInWords(permission: string): string {
   if (permission.startsWith("network.egress:")) {

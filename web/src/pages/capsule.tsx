@@ -12,7 +12,7 @@ import {
   useAsync,
 } from "../components/ui";
 import { href } from "../router";
-import { permissionInWords, pricingInWords, VERIFIED_NAMESPACES } from "../words";
+import { permissionInWords, plural, pricingInWords, VERIFIED_NAMESPACES } from "../words";
 import { InstallDialog } from "./install";
 
 type Detail = InferResponseType<(typeof api.v1.capsules)[":ns"][":name"]["$get"], 200>;
@@ -89,8 +89,9 @@ function RatingSummary({ capsule, version }: { capsule: { ns: string; name: stri
               "No ratings yet."
             ) : (
               <>
-                <Stars value={r.average ?? 0} /> {r.average?.toFixed(1)} from {r.count} ratings (score{" "}
-                {r.bayesian?.toFixed(2)}, weighted toward {r.prior.mean} stars until there are more votes)
+                <Stars value={r.average ?? 0} /> {r.average?.toFixed(1)} from{" "}
+                {plural(r.count, "rating", "ratings")} (score {r.bayesian?.toFixed(2)}, weighted toward{" "}
+                {r.prior.mean} stars until there are more votes)
               </>
             )}
           </p>

@@ -177,32 +177,25 @@ function Mine({ range, refresh }: { range: Range; refresh: number | undefined })
   return (
     <Show value={data} what="your usage" retry={reload}>
       {(d) => {
-        const history = d.usage.map((p) => ({ t: seconds(p.t), tokens: p.tokens }));
-        const forecast = d.forecast.daily.map((f) => ({ t: seconds(`${f.day}T00:00:00Z`), ...f }));
-        const times = [...history.map((h) => h.t), ...forecast.map((f) => f.t)];
+        // History and forecast share today (a partial day of history, a full day of forecast): one x per day.
+        const used = new Map(d.usage.map((p) => [seconds(p.t), p.tokens]));
+        const ahead = new Map(d.forecast.daily.map((f) => [seconds(`${f.day}T00:00:00Z`), f]));
+        const times = [...new Set([...used.keys(), ...ahead.keys()])].sort((a, b) => a - b);
         const series: Series[] = [
-          {
-            label: "Tokens used",
-            values: [...history.map((h) => h.tokens), ...forecast.map(() => null)],
-            color: "#0b62c4",
-          },
+          { label: "Tokens used", values: times.map((t) => used.get(t) ?? null), color: "#0b62c4" },
           {
             label: "Forecast",
-            values: [...history.map(() => null), ...forecast.map((f) => f.tokens)],
+            values: times.map((t) => ahead.get(t)?.tokens ?? null),
             color: "#b45309",
             dash: true,
           },
           {
             label: "Forecast high",
-            values: [...history.map(() => null), ...forecast.map((f) => f.high)],
+            values: times.map((t) => ahead.get(t)?.high ?? null),
             color: "#b45309",
             bandWith: 3,
           },
-          {
-            label: "Forecast low",
-            values: [...history.map(() => null), ...forecast.map((f) => f.low)],
-            color: "#b45309",
-          },
+          { label: "Forecast low", values: times.map((t) => ahead.get(t)?.low ?? null), color: "#b45309" },
         ];
         return (
           <>

@@ -3,7 +3,7 @@ import { useState } from "preact/hooks";
 import { ApiError, api, json, type Session } from "../api";
 import { Dialog, describeError, ErrorNote, Loading, useAsync } from "../components/ui";
 import { href, navigate } from "../router";
-import { permissionInWords, pricingInWords } from "../words";
+import { permissionInWords, plural, pricingInWords } from "../words";
 import { type ManifestView, manifestView, splitName } from "./capsule";
 
 type Installed = InferResponseType<typeof api.v1.installs.$post, 201>;
@@ -141,8 +141,8 @@ export function InstallDialog({
                 }}
               >
                 <p>
-                  {capsule} and its {tree.data.length - 1} dependencies will be installed. Each permission
-                  below is enforced when they run; approve every one to continue.
+                  {capsule} and its {plural(tree.data.length - 1, "dependency", "dependencies")} will be
+                  installed. Each permission below is enforced when they run; approve every one to continue.
                 </p>
                 <ul class="plain">
                   {tree.data.map((p) => (
@@ -270,7 +270,8 @@ export function InstallDialog({
             <div role="status">
               <p class="ok">
                 Installed {result.install.capsule}@{result.install.version} with{" "}
-                {result.lock.packages.length - 1} dependencies. Every bundle's signature was checked.
+                {plural(result.lock.packages.length - 1, "dependency", "dependencies")}. Every bundle's
+                signature was checked.
               </p>
               {result.warnings.length > 0 && (
                 <ul class="warn">
