@@ -93,6 +93,18 @@ describe("API key scopes", () => {
     expect((await api("/v1/api-keys", { method: "POST", token: accessToken })).status).toBe(403);
   });
 
+  it("holds a token offered as a WebSocket subprotocol to its key's scopes too", async () => {
+    const owner = await signup();
+    const ingest = await scopedKey(owner, ["events"]);
+    const exchanged = await api("/v1/auth/token", { method: "POST", json: { apiKey: ingest.apiKey } });
+    const { accessToken } = (await exchanged.json()) as { accessToken: string };
+    const res = await api(`/v1/projects/${"a".repeat(64)}/ws`, {
+      headers: { upgrade: "websocket", "sec-websocket-protocol": `soma.live.v1, soma.bearer.${accessToken}` },
+    });
+    expect(res.status).toBe(403);
+    expect((await errorOf(res)).details).toEqual({ scopes: ["events"] });
+  });
+
   it("refuses unknown scopes and keeps revocation working for scoped keys", async () => {
     const owner = await signup();
     const bad = await api("/v1/api-keys", {

@@ -1,7 +1,12 @@
 import { Hono } from "hono";
 import { createMiddleware } from "hono/factory";
 import { z } from "zod";
-import { requireAccount, requirePrincipal, resolvePrincipal } from "../../shared/auth/principal";
+import {
+  requireAccount,
+  requirePrincipal,
+  requireScope,
+  resolvePrincipal,
+} from "../../shared/auth/principal";
 import { bearerFromWebSocketProtocols, LIVE_PROTOCOL } from "../../shared/auth/websocket-bearer";
 import { database } from "../../shared/db/client";
 import { AppError } from "../../shared/errors";
@@ -29,7 +34,10 @@ const limitQuery = z.object({ limit: z.coerce.number().int().min(1).max(200).def
 const webSocketBearer = createMiddleware<AppEnv>(async (c, next) => {
   const token = bearerFromWebSocketProtocols(c.req.header("sec-websocket-protocol"));
   if (token && !c.get("principal")) {
-    c.set("principal", await resolvePrincipal(c.env, database(c.env.DB), `Bearer ${token}`));
+    const principal = await resolvePrincipal(c.env, database(c.env.DB), `Bearer ${token}`);
+    // requestContext only saw the Authorization header: hold this credential to its key scopes here.
+    requireScope(principal, c.req.method, new URL(c.req.url).pathname);
+    c.set("principal", principal);
   }
   await next();
 });
