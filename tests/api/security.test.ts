@@ -1,6 +1,16 @@
+import { createExecutionContext, waitOnExecutionContext } from "cloudflare:test";
 import { env } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
-import { api, signup } from "../helpers";
+import { app } from "../../workers/api/app";
+import { api, BASE, signup } from "../helpers";
+
+/** The API with CORS_ORIGINS set, as a deployment that lists its browser origins runs it. */
+async function withOrigins(origins: string, request: Request): Promise<Response> {
+  const ctx = createExecutionContext();
+  const res = await app.fetch(request, { ...env, CORS_ORIGINS: origins }, ctx);
+  await waitOnExecutionContext(ctx);
+  return res;
+}
 
 describe("security headers and CORS", () => {
   it("sends strict security headers on API answers", async () => {
@@ -19,6 +29,43 @@ describe("security headers and CORS", () => {
       headers: { origin: "https://evil.example", "access-control-request-method": "POST" },
     });
     expect(preflight.headers.get("access-control-allow-origin")).toBeNull();
+  });
+});
+
+describe("CORS for configured origins", () => {
+  const origins = "https://app.example, https://admin.example";
+
+  it("answers a listed origin's request and preflight, and no other origin", async () => {
+    const res = await withOrigins(
+      origins,
+      new Request(`${BASE}/v1/capsules`, { headers: { origin: "https://admin.example" } }),
+    );
+    expect(res.status).toBe(200);
+    expect(res.headers.get("access-control-allow-origin")).toBe("https://admin.example");
+    expect(res.headers.get("access-control-expose-headers")).toContain("X-Request-Id");
+    expect(res.headers.get("content-security-policy")).toContain("default-src 'none'");
+
+    const preflight = await withOrigins(
+      origins,
+      new Request(`${BASE}/v1/projects`, {
+        method: "OPTIONS",
+        headers: {
+          origin: "https://app.example",
+          "access-control-request-method": "POST",
+          "access-control-request-headers": "authorization, content-type",
+        },
+      }),
+    );
+    expect(preflight.status).toBe(204);
+    expect(preflight.headers.get("access-control-allow-origin")).toBe("https://app.example");
+    expect(preflight.headers.get("access-control-allow-methods")).toContain("POST");
+    expect(preflight.headers.get("access-control-allow-headers")?.toLowerCase()).toContain("authorization");
+    expect(preflight.headers.get("access-control-allow-credentials")).toBeNull();
+
+    for (const origin of ["https://evil.example", "https://app.example.evil.example", "null"]) {
+      const other = await withOrigins(origins, new Request(`${BASE}/v1/capsules`, { headers: { origin } }));
+      expect(other.headers.get("access-control-allow-origin"), origin).toBeNull();
+    }
   });
 });
 
