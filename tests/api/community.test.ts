@@ -753,7 +753,7 @@ describe("featured", () => {
     expect((await put(adminToken(), { capsules: [n("gamma"), n("beta")] })).status).toBe(200);
     const browse = async (query: string) =>
       (await (await api(`/v1/capsules?${query}`)).json()) as {
-        items: CatalogItem[];
+        items: (CatalogItem & { installCount: number })[];
         nextCursor: string | null;
       };
     // Catalog pages are cached per URL for a few seconds: each URL here is read only by this test.
