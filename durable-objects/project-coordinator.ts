@@ -506,8 +506,15 @@ export class ProjectCoordinator extends DurableObject<Env> implements Coordinato
     return ok(this.snapshotNow());
   }
 
-  /** Changes the project's token limit and soft-alert share; a limit below what is spent stops new work. */
-  async setBudget(limitTokens: number, softPct: number): Promise<CoordinatorResult<ProjectSnapshot>> {
+  /**
+   * Changes the project's token limit, its soft-alert share and its hard share: work stops at `hardPct` of the
+   * limit (the budget's `limitTokens` is that cap). A cap below what is spent stops new work.
+   */
+  async setBudget(
+    limitTokens: number,
+    softPct: number,
+    hardPct = 100,
+  ): Promise<CoordinatorResult<ProjectSnapshot>> {
     const project = this.project();
     if (!project) return refuse("NOT_FOUND", "No such project");
     if (TERMINAL_PROJECT.includes(project.status as ProjectStatus)) {
@@ -515,12 +522,13 @@ export class ProjectCoordinator extends DurableObject<Env> implements Coordinato
     }
     this.ctx.storage.transactionSync(() => {
       this.sql.exec(
-        "UPDATE project SET limit_tokens = ?, soft_pct = ?, soft_alerted = 0, updated_at = ?",
+        "UPDATE project SET limit_tokens = ?, soft_pct = ?, hard_pct = ?, soft_alerted = 0, updated_at = ?",
         limitTokens,
         softPct,
+        hardPct,
         nowIso(),
       );
-      this.emit("budget.changed", null, { limitTokens, softPct });
+      this.emit("budget.changed", null, { limitTokens, softPct, hardPct });
       this.checkSoftLimit();
     });
     await this.advance();
@@ -1143,7 +1151,9 @@ export class ProjectCoordinator extends DurableObject<Env> implements Coordinato
     const project = this.project();
     if (!project || Number(project.soft_alerted) === 1) return;
     const budget = this.budget();
-    const threshold = (budget.limitTokens * Number(project.soft_pct)) / 100;
+    // The soft share is of the configured limit, not of the hard cap.
+    const limit = Number(project.limit_tokens);
+    const threshold = (limit * Number(project.soft_pct)) / 100;
     if (budget.spentTokens < threshold) return;
     this.sql.exec("UPDATE project SET soft_alerted = 1");
     this.emit("budget.threshold", null, {
@@ -1151,7 +1161,7 @@ export class ProjectCoordinator extends DurableObject<Env> implements Coordinato
       level: "soft",
       softPct: Number(project.soft_pct),
       spentTokens: budget.spentTokens,
-      limitTokens: budget.limitTokens,
+      limitTokens: limit,
     });
   }
 
@@ -1204,7 +1214,9 @@ export class ProjectCoordinator extends DurableObject<Env> implements Coordinato
     const reserved = this.count(
       `SELECT coalesce(sum(reserved_tokens), 0) AS n FROM attempts WHERE status IN ${ACTIVE_ATTEMPT}`,
     );
-    return { limitTokens: Number(project?.limit_tokens ?? 0), reservedTokens: reserved, spentTokens: spent };
+    // What reservations may reach: the limit times its hard share (100% unless a budget PUT set another).
+    const cap = Math.floor((Number(project?.limit_tokens ?? 0) * Number(project?.hard_pct ?? 100)) / 100);
+    return { limitTokens: cap, reservedTokens: reserved, spentTokens: spent };
   }
 
   private setTaskStatus(

@@ -127,6 +127,27 @@ describe("project budgets", () => {
     );
   }, 90_000);
 
+  it("stops a project at the hardPct share of its limit", async () => {
+    const owner = await signup();
+    const id = await launch(owner.apiKey, 4);
+    await waitForStatus(owner.apiKey, id, ["running"]);
+    // A cap of 10,000 (50% of 20,000): one ~6,500-token run fits, the next 8,000 reservation does not.
+    const res = await putBudget(owner.apiKey, `project:${id}`, {
+      limitTokens: 20_000,
+      softPct: 40,
+      hardPct: 50,
+    });
+    expect(res.status).toBe(200);
+    expect(((await res.json()) as { budget: { limitTokens: number; hardPct: number } }).budget).toMatchObject(
+      { limitTokens: 10_000, hardPct: 50 },
+    );
+    const done = await waitForStatus(owner.apiKey, id, ["budget_exhausted", "completed"], 60_000);
+    expect(done.status).toBe("budget_exhausted");
+    expect(done.budget.limitTokens).toBe(10_000);
+    expect(done.budget.spentTokens).toBeLessThanOrEqual(10_000);
+    expect(done.tasks.filter((t) => t.status === "completed")).toHaveLength(1);
+  }, 90_000);
+
   it("refuses money limits on projects, other people's projects and finished projects", async () => {
     const owner = await signup();
     const stranger = await signup();

@@ -50,8 +50,16 @@ export const budgetRoutes = new Hono<AppEnv>()
         );
       }
       const stub = await projectFor(c.env, db, principal, scope.projectId, "manage");
-      const project = unwrap(await stub.setBudget(body.limitTokens, body.softPct));
-      return c.json({ budget: { scope: `project:${project.id}`, softPct: body.softPct, ...project.budget } });
+      const project = unwrap(await stub.setBudget(body.limitTokens, body.softPct, body.hardPct));
+      // The project's limitTokens is its cap in force: the limit times hardPct.
+      return c.json({
+        budget: {
+          scope: `project:${project.id}`,
+          softPct: body.softPct,
+          hardPct: body.hardPct,
+          ...project.budget,
+        },
+      });
     }
     const status = await accountBudget(c.env, scope.accountId).configure(scope.accountId, {
       limitTokens: body.limitTokens ?? null,

@@ -38,7 +38,11 @@ export interface CoordinatorApi {
     reviewer: string,
   ): Promise<CoordinatorResult<ProjectSnapshot>>;
   cancel(by: string): Promise<CoordinatorResult<ProjectSnapshot>>;
-  setBudget(limitTokens: number, softPct: number): Promise<CoordinatorResult<ProjectSnapshot>>;
+  setBudget(
+    limitTokens: number,
+    softPct: number,
+    hardPct?: number,
+  ): Promise<CoordinatorResult<ProjectSnapshot>>;
   report(): Promise<CoordinatorResult<ProjectReport>>;
   fetch(request: Request): Promise<Response>;
 }
