@@ -117,6 +117,7 @@ afterAll(async () => {
 describe("the web app, driven in Chromium against the running platform", () => {
   let authorKey = "";
   let reviewerKey = "";
+  let calculatorProject = "";
   let authorContext: BrowserContext;
   let page: Page;
 
@@ -367,6 +368,7 @@ describe("the web app, driven in Chromium against the running platform", () => {
     await checkAccessibility(page, "projects");
     await page.getByRole("button", { name: "Launch the calculator example" }).click();
     await page.waitForURL(/#\/projects\/[a-f0-9]{64}$/);
+    calculatorProject = new URL(page.url()).hash;
     await page.getByRole("img", { name: /Task graph/ }).waitFor();
     await page.getByText("Live", { exact: true }).waitFor();
     try {
@@ -542,6 +544,8 @@ describe("the web app, driven in Chromium against the running platform", () => {
       ["catalog-375", "/"],
       ["capsule-375", `/#/capsules/${tidier}`],
       ["dashboard-375", "/#/dashboards/platform"],
+      ["publish-375", "/#/publish"],
+      ["live-375", `/${calculatorProject}`],
     ] as const) {
       await page.goto(hash);
       await page.locator("h1").first().waitFor();

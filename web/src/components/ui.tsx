@@ -68,6 +68,19 @@ export function ErrorNote({ message, retry }: { message: string; retry?: () => v
   );
 }
 
+/**
+ * A wide table's frame: it scrolls sideways on narrow screens instead of widening the page, and takes focus so
+ * keyboard users can scroll it too.
+ */
+export function Scroll({ label, children }: { label: string; children: ComponentChildren }) {
+  return (
+    // biome-ignore lint/a11y/noNoninteractiveTabindex: a scrollable region must be reachable from the keyboard
+    <section class="scroll" aria-label={label} tabIndex={0}>
+      {children}
+    </section>
+  );
+}
+
 export function Empty({ children }: { children: ComponentChildren }) {
   return <p class="empty">{children}</p>;
 }

@@ -7,6 +7,7 @@ import {
   ErrorNote,
   formatDate,
   formatNumber,
+  Scroll,
   Show,
   Stars,
   useAsync,
@@ -45,33 +46,35 @@ export function splitName(name: string): { ns: string; name: string } {
 
 function Versions({ versions }: { versions: Detail["versions"] }) {
   return (
-    <table>
-      <caption>Versions, newest first</caption>
-      <thead>
-        <tr>
-          <th scope="col">Version</th>
-          <th scope="col">Status</th>
-          <th scope="col">Published</th>
-          <th scope="col">Notes</th>
-        </tr>
-      </thead>
-      <tbody>
-        {versions.map((v) => (
-          <tr key={v.version}>
-            <td class="mono">{v.version}</td>
-            <td>
-              <span
-                class={`badge ${v.status === "published" ? "ok" : v.status === "yanked" ? "bad" : "warn"}`}
-              >
-                {v.status}
-              </span>
-            </td>
-            <td>{formatDate(v.publishedAt)}</td>
-            <td>{v.yankReason ?? v.deprecationMessage ?? ""}</td>
+    <Scroll label="Versions">
+      <table>
+        <caption>Versions, newest first</caption>
+        <thead>
+          <tr>
+            <th scope="col">Version</th>
+            <th scope="col">Status</th>
+            <th scope="col">Published</th>
+            <th scope="col">Notes</th>
           </tr>
-        ))}
-      </tbody>
-    </table>
+        </thead>
+        <tbody>
+          {versions.map((v) => (
+            <tr key={v.version}>
+              <td class="mono">{v.version}</td>
+              <td>
+                <span
+                  class={`badge ${v.status === "published" ? "ok" : v.status === "yanked" ? "bad" : "warn"}`}
+                >
+                  {v.status}
+                </span>
+              </td>
+              <td>{formatDate(v.publishedAt)}</td>
+              <td>{v.yankReason ?? v.deprecationMessage ?? ""}</td>
+            </tr>
+          ))}
+        </tbody>
+      </table>
+    </Scroll>
   );
 }
 

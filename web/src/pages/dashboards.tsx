@@ -9,6 +9,7 @@ import {
   formatDate,
   formatNumber,
   formatUsd,
+  Scroll,
   Show,
   useAsync,
 } from "../components/ui";
@@ -61,7 +62,7 @@ function Table<T>({
 }) {
   if (rows.length === 0) return <Empty>{empty}</Empty>;
   return (
-    <div class="scroll">
+    <Scroll label={caption}>
       <table>
         <caption>{caption}</caption>
         <thead>
@@ -83,7 +84,7 @@ function Table<T>({
           ))}
         </tbody>
       </table>
-    </div>
+    </Scroll>
   );
 }
 

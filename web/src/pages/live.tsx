@@ -8,6 +8,7 @@ import {
   formatDate,
   formatNumber,
   Loading,
+  Scroll,
   Show,
   useAsync,
 } from "../components/ui";
@@ -273,36 +274,38 @@ export function LivePage({ id, session }: { id: string; session: Session | null 
       {held.map((t) => (
         <HumanReview key={t.id} project={p.id} task={t} onDone={live.setSnapshot} />
       ))}
-      <table>
-        <caption>Tasks with their gate scores</caption>
-        <thead>
-          <tr>
-            <th scope="col">Task</th>
-            <th scope="col">Capsule</th>
-            <th scope="col">Status</th>
-            <th scope="col">Gate score</th>
-            <th scope="col">Attempts</th>
-            <th scope="col">Tokens</th>
-          </tr>
-        </thead>
-        <tbody>
-          {p.tasks.map((t) => (
-            <tr key={t.id}>
-              <td class="mono">{t.id}</td>
-              <td class="mono small">
-                {t.capsule}@{t.version}
-              </td>
-              <td>
-                {t.status.replace(/_/g, " ")}
-                {t.lastError && <span class="small bad"> ({t.lastError})</span>}
-              </td>
-              <td>{t.score?.toFixed(2) ?? "–"}</td>
-              <td>{t.attempts}</td>
-              <td>{formatNumber(t.usage.totalTokens)}</td>
+      <Scroll label="Tasks with their gate scores">
+        <table>
+          <caption>Tasks with their gate scores</caption>
+          <thead>
+            <tr>
+              <th scope="col">Task</th>
+              <th scope="col">Capsule</th>
+              <th scope="col">Status</th>
+              <th scope="col">Gate score</th>
+              <th scope="col">Attempts</th>
+              <th scope="col">Tokens</th>
             </tr>
-          ))}
-        </tbody>
-      </table>
+          </thead>
+          <tbody>
+            {p.tasks.map((t) => (
+              <tr key={t.id}>
+                <td class="mono">{t.id}</td>
+                <td class="mono small">
+                  {t.capsule}@{t.version}
+                </td>
+                <td>
+                  {t.status.replace(/_/g, " ")}
+                  {t.lastError && <span class="small bad"> ({t.lastError})</span>}
+                </td>
+                <td>{t.score?.toFixed(2) ?? "–"}</td>
+                <td>{t.attempts}</td>
+                <td>{formatNumber(t.usage.totalTokens)}</td>
+              </tr>
+            ))}
+          </tbody>
+        </table>
+      </Scroll>
       {finished && <Report id={p.id} />}
       <details>
         <summary>Event log ({live.events.length})</summary>

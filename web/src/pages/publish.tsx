@@ -1,7 +1,16 @@
 import type { InferResponseType } from "hono/client";
 import { useState } from "preact/hooks";
 import { api, json, raw, type Session } from "../api";
-import { describeError, Empty, ErrorNote, formatDate, formatUsd, Show, useAsync } from "../components/ui";
+import {
+  describeError,
+  Empty,
+  ErrorNote,
+  formatDate,
+  formatUsd,
+  Scroll,
+  Show,
+  useAsync,
+} from "../components/ui";
 import { href, navigate } from "../router";
 
 export type Submission = InferResponseType<typeof api.v1.submissions.$get, 200>["items"][number];
@@ -23,31 +32,35 @@ export function statusBadge(status: string) {
 export function Findings({ findings }: { findings: Submission["findings"] }) {
   if (findings.length === 0) return <p>The automated checks found nothing to flag.</p>;
   return (
-    <table>
-      <caption>Findings of the automated checks</caption>
-      <thead>
-        <tr>
-          <th scope="col">Severity</th>
-          <th scope="col">Finding</th>
-          <th scope="col">Where</th>
-          <th scope="col">Weight</th>
-        </tr>
-      </thead>
-      <tbody>
-        {findings.map((f) => (
-          <tr key={`${f.id}-${f.file ?? ""}-${f.line ?? ""}`}>
-            <td>
-              <span class={`badge ${f.severity === "high" ? "bad" : f.severity === "medium" ? "warn" : ""}`}>
-                {f.severity}
-              </span>
-            </td>
-            <td>{f.message}</td>
-            <td class="mono small">{f.file ? `${f.file}${f.line ? `:${f.line}` : ""}` : "manifest"}</td>
-            <td>{f.weight.toFixed(2)}</td>
+    <Scroll label="Findings of the automated checks">
+      <table>
+        <caption>Findings of the automated checks</caption>
+        <thead>
+          <tr>
+            <th scope="col">Severity</th>
+            <th scope="col">Finding</th>
+            <th scope="col">Where</th>
+            <th scope="col">Weight</th>
           </tr>
-        ))}
-      </tbody>
-    </table>
+        </thead>
+        <tbody>
+          {findings.map((f) => (
+            <tr key={`${f.id}-${f.file ?? ""}-${f.line ?? ""}`}>
+              <td>
+                <span
+                  class={`badge ${f.severity === "high" ? "bad" : f.severity === "medium" ? "warn" : ""}`}
+                >
+                  {f.severity}
+                </span>
+              </td>
+              <td>{f.message}</td>
+              <td class="mono small">{f.file ? `${f.file}${f.line ? `:${f.line}` : ""}` : "manifest"}</td>
+              <td>{f.weight.toFixed(2)}</td>
+            </tr>
+          ))}
+        </tbody>
+      </table>
+    </Scroll>
   );
 }
 
