@@ -539,6 +539,20 @@ describe("the web app, driven in Chromium against the running platform", () => {
     await page.keyboard.press("Tab");
     expect(await page.evaluate(() => document.activeElement?.id)).toBe("search");
 
+    // The install dialog opens from the keyboard, holds the focus, and Escape closes it and its URL.
+    await page.goto(`/#/capsules/${tidier}`);
+    await page.getByRole("heading", { name: tidier, level: 1 }).waitFor();
+    await page.getByRole("link", { name: "Install" }).focus();
+    await page.keyboard.press("Enter");
+    const dialog = page.getByRole("dialog", { name: `Install ${tidier}` });
+    await dialog.waitFor();
+    expect(await dialog.evaluate((d) => d.contains(document.activeElement))).toBe(true);
+    await page.keyboard.press("Tab");
+    expect(await dialog.evaluate((d) => d.contains(document.activeElement))).toBe(true);
+    await page.keyboard.press("Escape");
+    await dialog.waitFor({ state: "hidden" });
+    expect(page.url()).not.toContain("install=1");
+
     await page.setViewportSize({ width: 375, height: 800 });
     for (const [name, hash] of [
       ["catalog-375", "/"],
