@@ -1,7 +1,14 @@
-import { runInDurableObject } from "cloudflare:test";
+import {
+  createExecutionContext,
+  createMessageBatch,
+  getQueueResult,
+  runInDurableObject,
+  waitOnExecutionContext,
+} from "cloudflare:test";
 import { env } from "cloudflare:workers";
 import { beforeAll, describe, expect, it } from "vitest";
 import type { ProjectCoordinator } from "../../durable-objects/project-coordinator";
+import { handleAgentTasks } from "../../workers/consumers/agent-tasks";
 import { coordinator } from "../../workers/shared/kamachiq/coordinator-client";
 import { api } from "../helpers";
 import {
@@ -96,10 +103,21 @@ describe("duplicate deliveries", () => {
   it("never runs an attempt twice at once when its message is delivered again mid-run", async () => {
     const id = await start();
     const attemptId = await runningAttempt(id);
-    // Another delivery of the attempt while its capsule is still running (a new message, as a duplicate is).
-    await env.AGENT_TASKS.send({ projectId: id, attemptId });
-    await new Promise((r) => setTimeout(r, 2500));
+    // Another delivery of the attempt (a new message id, as a duplicate send has) while its capsule still runs,
+    // handed to the agent consumer directly: the local queue would hold it back until the first batch ends.
+    const batch = createMessageBatch("soma-agent-tasks", [
+      { id: "duplicate-delivery", timestamp: new Date(), attempts: 1, body: { projectId: id, attemptId } },
+    ]);
+    const ctx = createExecutionContext();
+    const handled = handleAgentTasks(batch as MessageBatch<unknown>, env, ctx);
+    await new Promise((r) => setTimeout(r, 1000));
     await release(id);
+    await handled;
+    await waitOnExecutionContext(ctx);
+    expect(await getQueueResult(batch, ctx)).toMatchObject({
+      explicitAcks: ["duplicate-delivery"],
+      retryMessages: [],
+    });
     const done = await waitForStatus(owner.apiKey, id, ["completed", "failed"]);
     expect(done.status).toBe("completed");
     expect(await runs(id)).toBe(1);
