@@ -65,14 +65,17 @@ describe("values bound into ClickHouse SQL", () => {
   });
 
   it("match nothing as filters, with no error and no other table touched", async () => {
+    // ClickHouse is shared by every test file: a run-unique tail keeps other files' stored values out of it.
+    const marker = crypto.randomUUID();
+    const values = HOSTILE.map((value) => `${value}${marker}`);
     const before = await tablesSnapshot();
     const [count] = await queryRows(
       env,
-      sql`SELECT count() AS n FROM events WHERE id IN ${[...HOSTILE]} OR capsule IN ${[...HOSTILE]}`,
+      sql`SELECT count() AS n FROM events WHERE id IN ${values} OR capsule IN ${values}`,
       z.object({ n: num }),
     );
     expect(count?.n).toBe(0);
-    for (const value of HOSTILE) {
+    for (const value of values) {
       const [row] = await queryRows(
         env,
         sql`SELECT count() AS n FROM usage_hourly WHERE account_id = ${value} OR model = ${value}`,
