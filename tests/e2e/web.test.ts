@@ -296,6 +296,30 @@ describe("the web app, driven in Chromium against the running platform", () => {
     await page.getByText(`Approved by ${reviewer}`).waitFor({ timeout: 30_000 });
   });
 
+  it("writes a manifest in the browser, checked against the published schema as you type, and submits it", async () => {
+    await page.goto("/#/publish?mode=write");
+    const editor = page.getByLabel("capsule.yaml");
+    await editor.waitFor();
+    const valid = (await editor.inputValue()).replace(`${author}/hello`, `${author}/hello-editor`);
+    await editor.fill(valid.replace("runtime: worker", "runtime: docker"));
+    await page.getByText("Fix these before submitting:").waitFor();
+    expect(await page.locator("#manifest-check").textContent()).toContain("spec.runtime");
+    expect(await page.getByRole("button", { name: "Pack and submit" }).isDisabled()).toBe(true);
+    await editor.fill(valid.replace(`${author}/hello-editor`, "someone-else/hello"));
+    await page.getByText("must be in your namespace").waitFor();
+    await editor.fill("metadata: [unclosed");
+    await page
+      .getByText(/line \d+/)
+      .first()
+      .waitFor();
+    await editor.fill(valid);
+    await page.getByText("The manifest matches the published schema.").waitFor();
+    await checkAccessibility(page, "publish-editor");
+    await page.getByRole("button", { name: "Pack and submit" }).click();
+    await page.getByRole("list", { name: "Submission timeline" }).waitFor();
+    await page.getByText("Approved automatically: the risk is low").waitFor();
+  });
+
   it("finds the capsule by a misspelled search as you type and shows its page", async () => {
     await page.goto("/");
     await page.getByLabel("Search capsules").pressSequentially("spredsheet tidyer", { delay: 30 });
@@ -565,7 +589,16 @@ describe("the web app, driven in Chromium against the running platform", () => {
       await page.locator("h1").first().waitFor();
       await page.waitForLoadState("networkidle");
       const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
-      expect(overflow, name).toBeLessThanOrEqual(0);
+      const wide = await page.evaluate(() =>
+        [...document.querySelectorAll("body *")]
+          .filter(
+            (e) =>
+              e.getBoundingClientRect().right > window.innerWidth + 1 && !e.closest(".scroll, .dag-wrap"),
+          )
+          .slice(0, 5)
+          .map((e) => `${e.tagName.toLowerCase()}.${e.className}: ${(e.textContent ?? "").slice(0, 40)}`),
+      );
+      expect(overflow, `${name}: ${wide.join(" | ")}`).toBeLessThanOrEqual(0);
       await checkAccessibility(page, name);
     }
     expect(cspViolations).toEqual([]);

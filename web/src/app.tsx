@@ -32,7 +32,7 @@ function page(route: Route, session: Session | null) {
     case "signin":
       return <SignInPage query={route.query} />;
     case "publish":
-      return <PublishPage session={session} />;
+      return <PublishPage session={session} query={route.query} />;
     case "submissions":
       return <SubmissionPage id={rest[0] ?? ""} session={session} />;
     case "review":

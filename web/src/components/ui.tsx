@@ -109,7 +109,30 @@ export function Show<T>({
   return <Loading what={what} />;
 }
 
-/** A modal dialog on the native <dialog> element: focus is trapped and Escape closes it. */
+const FOCUSABLE =
+  'a[href], button:not([disabled]), input:not([disabled]), select:not([disabled]), textarea:not([disabled]), [tabindex="0"]';
+
+/**
+ * Keeps Tab inside an open modal: a native modal dialog makes the page inert but still lets focus leave for
+ * the browser's own controls after its last element.
+ */
+function trapTab(event: KeyboardEvent): void {
+  if (event.key !== "Tab") return;
+  const dialog = event.currentTarget as HTMLDialogElement;
+  const items = [...dialog.querySelectorAll<HTMLElement>(FOCUSABLE)];
+  const first = items[0];
+  const last = items[items.length - 1];
+  if (!first || !last) return;
+  if (event.shiftKey && document.activeElement === first) {
+    event.preventDefault();
+    last.focus();
+  } else if (!event.shiftKey && document.activeElement === last) {
+    event.preventDefault();
+    first.focus();
+  }
+}
+
+/** A modal dialog on the native <dialog> element: focus stays inside and Escape closes it. */
 export function Dialog({
   title,
   open,
@@ -129,7 +152,7 @@ export function Dialog({
     if (!open && dialog.open) dialog.close();
   }, [open]);
   return (
-    <dialog ref={ref} aria-labelledby="dialog-title" onClose={onClose}>
+    <dialog ref={ref} aria-labelledby="dialog-title" onClose={onClose} onKeyDown={trapTab}>
       <div class="dialog-head">
         <h2 id="dialog-title">{title}</h2>
         <button type="button" class="link" onClick={onClose} aria-label="Close">

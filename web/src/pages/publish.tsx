@@ -11,7 +11,11 @@ import {
   Show,
   useAsync,
 } from "../components/ui";
+import { lazyPage } from "../lazy";
 import { href, navigate } from "../router";
+
+// The editor brings a YAML parser and a JSON Schema validator: loaded only when someone opens it.
+const ManifestEditor = lazyPage(() => import("./manifest-editor").then((m) => m.ManifestEditor));
 
 export type Submission = InferResponseType<typeof api.v1.submissions.$get, 200>["items"][number];
 
@@ -244,7 +248,8 @@ function needSignIn(what: string) {
   );
 }
 
-export function PublishPage({ session }: { session: Session | null }) {
+export function PublishPage({ session, query }: { session: Session | null; query: URLSearchParams }) {
+  const writing = query.get("mode") === "write";
   const [list, reload] = useAsync(
     () =>
       session ? json(api.v1.submissions.$get({ query: { limit: "100" } })) : Promise.resolve({ items: [] }),
@@ -254,7 +259,19 @@ export function PublishPage({ session }: { session: Session | null }) {
   return (
     <>
       <h1>Publish a capsule</h1>
-      <DropZone onUploaded={(s) => navigate(href(`/submissions/${s.id}`))} />
+      <nav aria-label="How to publish" class="tabs">
+        <a href={href("/publish")} aria-current={writing ? undefined : "page"}>
+          Upload a bundle
+        </a>
+        <a href={href("/publish", { mode: "write" })} aria-current={writing ? "page" : undefined}>
+          Write a manifest
+        </a>
+      </nav>
+      {writing ? (
+        <ManifestEditor session={session} onSubmitted={(s) => navigate(href(`/submissions/${s.id}`))} />
+      ) : (
+        <DropZone onUploaded={(s) => navigate(href(`/submissions/${s.id}`))} />
+      )}
       <section aria-labelledby="subs-title">
         <h2 id="subs-title">My submissions</h2>
         <Show value={list} what="your submissions" retry={reload}>
