@@ -436,6 +436,8 @@ export async function reimportDay(
     }
     await command(env, sql`ALTER TABLE usage_hourly DELETE WHERE toDate(hour) = toDate(${day})`);
     await waitForMutations(env, "usage_hourly");
+    await command(env, sql`ALTER TABLE charges_daily DELETE WHERE day = toDate(${day})`);
+    await waitForMutations(env, "charges_daily");
     const rows = [...archive.rows.values()];
     for (let i = 0; i < rows.length; i += PAGE_ROWS)
       await insertRows(env, "events", rows.slice(i, i + PAGE_ROWS) as unknown as Record<string, unknown>[]);

@@ -29,9 +29,10 @@ export async function invoiceFor(env: ClickHouseEnv, db: Database, accountId: st
   const { start, end } = monthBounds(period);
   const lines = await queryRows(
     env,
-    sql`SELECT capsule, model, count() AS n_exec, sum(visitParamExtractUInt(data, 'tokens')) AS n_tokens, sum(amount_micro_usd) AS n_amount
-        FROM events FINAL
-        WHERE type = 'soma.charge.recorded' AND account_id = ${accountId} AND time >= ${start} AND time < ${end}
+    // The daily charge rollup, not the raw events: retention drops raw days, and an invoice must not change.
+    sql`SELECT capsule, model, sum(charges) AS n_exec, sum(tokens) AS n_tokens, sum(amount_micro_usd) AS n_amount
+        FROM charges_daily
+        WHERE account_id = ${accountId} AND day >= toDate(${start}) AND day < toDate(${end})
         GROUP BY capsule, model ORDER BY n_amount DESC, capsule, model`,
     z.object({ capsule: z.string(), model: z.string(), n_exec: num, n_tokens: num, n_amount: num }),
   );
