@@ -548,8 +548,23 @@ describe("the web app, driven in Chromium against the running platform", () => {
     await page.getByText("Tokens per period, then the forecast").waitFor();
     await checkAccessibility(page, "dashboard-me");
 
-    await page.goto(`/#/dashboards/capsule?capsule=${encodeURIComponent(tidier)}`);
-    await page.locator(".facts div", { hasText: "Installs" }).waitFor();
+    await page.goto("/#/dashboards/capsule");
+    await page.getByRole("list", { name: "Your capsules" }).getByRole("link", { name: tidier }).click();
+    await page.waitForURL(/capsule=/);
+    await expect
+      .poll(
+        async () =>
+          Number(
+            (
+              (await page.locator(".facts div", { hasText: "Installs" }).locator("dd").textContent()) ?? ""
+            ).replace(/,/g, ""),
+          ),
+        {
+          timeout: 45_000,
+          interval: 1000,
+        },
+      )
+      .toBeGreaterThan(0);
     await checkAccessibility(page, "dashboard-capsule");
   });
 

@@ -338,6 +338,27 @@ function Admin({ range, refresh }: { range: Range; refresh: number | undefined }
   );
 }
 
+/** The caller's published capsules (from their submissions), one link each, so authors need not type names. */
+function MyPublished({ current, link }: { current: string; link: (name: string) => string }) {
+  const [mine] = useAsync(() => json(api.v1.submissions.$get({ query: { limit: "200" } })), []);
+  if (mine.state !== "ready") return null;
+  const names = [
+    ...new Set(mine.data.items.filter((s) => s.status === "published").map((s) => s.name)),
+  ].sort();
+  if (names.length === 0) return null;
+  return (
+    <ul class="chips" aria-label="Your capsules">
+      {names.map((name) => (
+        <li key={name}>
+          <a href={link(name)} aria-current={name === current ? "page" : undefined}>
+            {name}
+          </a>
+        </li>
+      ))}
+    </ul>
+  );
+}
+
 const CSV_PATHS: Record<string, (capsule: string) => string> = {
   platform: () => "/v1/analytics/platform",
   me: () => "/v1/analytics/me",
@@ -481,6 +502,16 @@ export function DashboardsPage({
             onInput={(e) => setCapsuleText(e.currentTarget.value)}
           />
           <button type="submit">Show</button>
+          <MyPublished
+            current={capsule}
+            link={(name) =>
+              href(`/dashboards/capsule`, {
+                from: query.get("from") ?? "",
+                to: query.get("to") ?? "",
+                capsule: name,
+              })
+            }
+          />
         </form>
       )}
       {kind === "platform" && <Platform range={range} refresh={refresh} />}
