@@ -275,6 +275,37 @@ describe("the web app, driven in Chromium against the running platform", () => {
       await item.getByRole("button", { name: "Record the decision" }).click();
       await rp.getByText(`Decision recorded for ${tidier}@1.0.0.`).waitFor();
 
+      // The next version asks for more: the queue shows what changed since the published one.
+      const next = await bundleDir(
+        `${tidier}-next`,
+        manifest(tidier, "Tidies messy spreadsheet exports into clean CSV.", {
+          permissions: ["artifacts.write", "artifacts.read", "network.egress:api.example.com"],
+          dependencies: `{ ${parser}: "^1.0.0" }`,
+        }).replace("version: 1.0.0", "version: 1.1.0"),
+        "export default { async run(input) { return { formula: eval(String(input.formula ?? '1')) }; } };\n",
+      );
+      const submitted = await api("/v1/capsules", {
+        method: "POST",
+        token: authorKey,
+        headers: { "content-type": "application/gzip" },
+        body: Buffer.from(next),
+      });
+      expect(submitted.status, await submitted.clone().text()).toBe(201);
+      await rp.goto("/#/review");
+      const second = rp.locator("li.panel", { hasText: `${tidier}@1.1.0` });
+      await second.getByText("Changes since 1.0.0").waitFor();
+      expect(await second.locator(".diff").textContent()).toContain(
+        '+ spec.permissions.1 = "artifacts.read"',
+      );
+      await second.getByLabel("Request changes").check();
+      await second.getByRole("button", { name: "Record the decision" }).click();
+      // Notes are required for a change request: the form refuses to send without them.
+      const notes = second.getByLabel(/Notes for the author/);
+      expect(await notes.evaluate((el) => (el as HTMLTextAreaElement).validity.valueMissing)).toBe(true);
+      await notes.fill("Say why the capsule needs to read project files.");
+      await second.getByRole("button", { name: "Record the decision" }).click();
+      await rp.getByText(`Decision recorded for ${tidier}@1.1.0.`).waitFor();
+
       await rp.goto("/#/review?tab=moderation");
       await rp
         .getByText(/No reviews are waiting for moderation|Restore/)
