@@ -98,6 +98,16 @@ describe("audit log", () => {
       },
     });
     expect(adjustment.status, await adjustment.clone().text()).toBe(201);
+    const linked = await api("/v1/integrations/github", {
+      method: "POST",
+      token: author.apiKey,
+      json: { repository: `${author.handle}/capsules` },
+    });
+    expect(linked.status, await linked.clone().text()).toBe(201);
+    const { link } = (await linked.json()) as { link: { id: string } };
+    expect(
+      (await api(`/v1/integrations/github/${link.id}`, { method: "DELETE", token: author.apiKey })).status,
+    ).toBe(204);
   });
 
   it("records every security-relevant action with who did it to what", async () => {
@@ -115,6 +125,8 @@ describe("audit log", () => {
       "capsule.deprecated",
       "capsule.yanked",
       "billing.adjustment_granted",
+      "integration.github_linked",
+      "integration.github_unlinked",
     ]);
     expect(mine.find((e) => e.action === "capsule.yanked")).toMatchObject({
       actor: author.id,

@@ -174,7 +174,12 @@ export const githubIntegrationRoutes = new Hono<AppEnv>()
     jsonBody(z.object({ repository: repositorySchema, secret: secretSchema.optional() }).strict()),
     async (c) => {
       const principal = requireAccount(c.get("principal"));
-      const linked = await linkGithubRepository(database(c.env.DB), principal.accountId, c.req.valid("json"));
+      const linked = await linkGithubRepository(
+        database(c.env.DB),
+        principal,
+        principal.accountId,
+        c.req.valid("json"),
+      );
       return c.json(linked, 201);
     },
   )
@@ -188,7 +193,12 @@ export const githubIntegrationRoutes = new Hono<AppEnv>()
     pathParams(z.object({ id: z.string().regex(/^ghl_[a-f0-9]{32}$/, "not a GitHub link id") })),
     async (c) => {
       const principal = requireAccount(c.get("principal"));
-      await unlinkGithubRepository(database(c.env.DB), principal.accountId, c.req.valid("param").id);
+      await unlinkGithubRepository(
+        database(c.env.DB),
+        principal,
+        principal.accountId,
+        c.req.valid("param").id,
+      );
       return c.body(null, 204);
     },
   );

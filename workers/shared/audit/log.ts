@@ -18,6 +18,8 @@ export const AUDIT_ACTIONS = [
   "billing.adjustment_granted",
   "review.moderated",
   "featured.changed",
+  "integration.github_linked",
+  "integration.github_unlinked",
 ] as const;
 export type AuditAction = (typeof AUDIT_ACTIONS)[number];
 

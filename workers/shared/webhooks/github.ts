@@ -1,5 +1,6 @@
-import { and, desc, eq } from "drizzle-orm";
+import { and, desc, eq, sql } from "drizzle-orm";
 import { z } from "zod";
+import { type AuditActor, auditStatement, sealAuditLog } from "../audit/log";
 import type { Principal } from "../auth/principal";
 import type { Role } from "../auth/roles";
 import { type Database, isUniqueViolation, newId, nowIso } from "../db/client";
@@ -44,6 +45,7 @@ function view(row: LinkRow): GithubLinkView {
  */
 export async function linkGithubRepository(
   db: Database,
+  actor: AuditActor,
   accountId: string,
   input: { repository: string; secret?: string | undefined },
 ): Promise<{ link: GithubLinkView; secret: string }> {
@@ -55,7 +57,15 @@ export async function linkGithubRepository(
     createdAt: nowIso(),
   };
   try {
-    await db.insert(githubLinks).values(row);
+    await db.batch([
+      db.insert(githubLinks).values(row),
+      auditStatement(db, {
+        actor,
+        action: "integration.github_linked",
+        target: `account:${accountId}`,
+        details: { linkId: row.id, repository: row.repository },
+      }),
+    ]);
   } catch (error) {
     if (isUniqueViolation(error)) {
       throw new AppError("CONFLICT", `${input.repository} is already linked to an account; unlink it first`, {
@@ -64,6 +74,7 @@ export async function linkGithubRepository(
     }
     throw error;
   }
+  await sealAuditLog(db);
   return { link: view(row), secret: row.secret };
 }
 
@@ -76,12 +87,31 @@ export async function listGithubLinks(db: Database, accountId: string): Promise<
   return rows.map(view);
 }
 
-export async function unlinkGithubRepository(db: Database, accountId: string, id: string): Promise<void> {
-  const deleted = await db
-    .delete(githubLinks)
-    .where(and(eq(githubLinks.id, id), eq(githubLinks.accountId, accountId)))
-    .returning({ id: githubLinks.id });
+export async function unlinkGithubRepository(
+  db: Database,
+  actor: AuditActor,
+  accountId: string,
+  id: string,
+): Promise<void> {
+  // The entry goes first, on the condition that the link is there to delete: same batch, same answer.
+  const [, deleted] = await db.batch([
+    auditStatement(
+      db,
+      {
+        actor,
+        action: "integration.github_unlinked",
+        target: `account:${accountId}`,
+        details: { linkId: id },
+      },
+      sql`EXISTS (SELECT 1 FROM github_links WHERE id = ${id} AND account_id = ${accountId})`,
+    ),
+    db
+      .delete(githubLinks)
+      .where(and(eq(githubLinks.id, id), eq(githubLinks.accountId, accountId)))
+      .returning({ id: githubLinks.id }),
+  ]);
   if (deleted.length === 0) throw new AppError("NOT_FOUND", `No GitHub link ${id}`);
+  await sealAuditLog(db);
 }
 
 const repositoryOnly = z.object({ repository: z.object({ full_name: z.string().max(200) }) });
