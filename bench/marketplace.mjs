@@ -203,7 +203,7 @@ async function main() {
     for (let i = 0; i < 1000; i++) {
       detailPaths.push(`/v1/capsules/${catalog[Math.floor(random() * catalog.length)].name}`);
     }
-    const searchPaths = SEARCHES.map(searchPath);
+    const searchPaths = SEARCHES.map((q) => searchPath(q));
     const routes = [
       { route: "GET /healthz (baseline)", paths: ["/healthz"] },
       { route: "GET /v1/schemas/capsule.json (no storage)", paths: ["/v1/schemas/capsule.json"] },
