@@ -64,7 +64,8 @@ export function verifyChain(entries: AuditEntry[], lastSeq: number): ChainReport
       problems.push(`entry ${entry.seq} is not sealed into the chain`);
     } else {
       if (entry.prevHash !== prev) problems.push(`entry ${entry.seq} does not link to the entry before it`);
-      if (expectedHash(prev, entry) !== entry.hash) {
+      // Its content is checked against the link it holds, so a deletion before it is not also called an edit.
+      if (expectedHash(entry.prevHash ?? prev, entry) !== entry.hash) {
         problems.push(
           `entry ${entry.seq} (${entry.action} ${entry.target}) was edited: its hash does not match`,
         );

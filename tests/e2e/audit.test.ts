@@ -123,47 +123,47 @@ describe.skipIf(!baseUrl)("soma audit verify", () => {
       });
       expect(signup.status).toBe(201);
       expect((await post(`/v1/accounts/${handle}/roles`, { roles: ["reviewer"] })).status).toBe(200);
-      expect((await verify()).code).toBe(0);
 
-      const [edited] = await d1(
-        "SELECT seq, details FROM audit_log WHERE action = 'account.roles_changed' ORDER BY seq DESC LIMIT 1",
+      // The role change just made (edited below) and the entry before it (deleted below).
+      const [edited, before] = await d1(
+        "SELECT * FROM audit_log WHERE seq = (SELECT max(seq) FROM audit_log WHERE action = 'account.roles_changed'); SELECT * FROM audit_log WHERE seq = (SELECT max(seq) FROM audit_log WHERE action = 'account.roles_changed') - 1",
       );
       const seq = Number(edited!.seq);
       const original = String(edited!.details);
+      const quote = (v: unknown) => (v === null ? "NULL" : `'${String(v).replaceAll("'", "''")}'`);
+      const columns = ["seq", "id", "at", "actor", "action", "target", "details", "prev_hash", "hash"];
+      const reinsert = (row: Record<string, unknown>) =>
+        `INSERT INTO audit_log (${columns.join(", ")}) VALUES (${columns.map((c) => quote(row[c])).join(", ")})`;
+
       // Someone with the database in hand can drop the triggers; the chain still gives them away.
       await d1(
-        `DROP TRIGGER audit_log_seal_only; UPDATE audit_log SET details = '${original.replace("reviewer", "admin").replaceAll("'", "''")}' WHERE seq = ${seq}`,
+        `DROP TRIGGER audit_log_seal_only; UPDATE audit_log SET details = ${quote(original.replace("reviewer", "admin"))} WHERE seq = ${seq}`,
       );
       const afterEdit = await verify();
       expect(afterEdit.code).toBe(1);
       expect(afterEdit.stdout).toContain(`entry ${seq} (account.roles_changed`);
       expect(afterEdit.stdout).toContain("was edited");
 
-      await d1(`UPDATE audit_log SET details = '${original.replaceAll("'", "''")}' WHERE seq = ${seq}`);
-      expect((await verify()).code).toBe(0);
-
-      const [row] = await d1(`SELECT * FROM audit_log WHERE seq = ${seq}`);
-      await d1(`DROP TRIGGER audit_log_no_delete; DELETE FROM audit_log WHERE seq = ${seq}`);
+      // Undo the edit and delete the entry before it instead: the gap gives that away.
+      const middle = Number(before!.seq);
+      await d1(
+        `UPDATE audit_log SET details = ${quote(original)} WHERE seq = ${seq}; DROP TRIGGER audit_log_no_delete; DELETE FROM audit_log WHERE seq = ${middle}`,
+      );
       const afterDelete = await verify();
       expect(afterDelete.code).toBe(1);
-      expect(afterDelete.stdout).toMatch(/missing \(deleted\)/);
-
-      const quote = (v: unknown) => (v === null ? "NULL" : `'${String(v).replaceAll("'", "''")}'`);
-      const columns = ["seq", "id", "at", "actor", "action", "target", "details", "prev_hash", "hash"];
-      await d1(
-        `INSERT INTO audit_log (${columns.join(", ")}) VALUES (${columns.map((c) => (c === "seq" ? seq : quote(row![c]))).join(", ")})`,
-      );
-      expect((await verify()).code).toBe(0);
+      expect(afterDelete.stdout).toContain(`entries ${middle}..${middle} are missing (deleted)`);
+      expect(afterDelete.stdout).not.toContain("was edited");
 
       const [last] = await d1("SELECT * FROM audit_log ORDER BY seq DESC LIMIT 1");
-      await d1(`DELETE FROM audit_log WHERE seq = ${Number(last!.seq)}`);
+      await d1(`${reinsert(before!)}; DELETE FROM audit_log WHERE seq = ${Number(last!.seq)}`);
       const afterTruncate = await verify();
       expect(afterTruncate.code).toBe(1);
-      expect(afterTruncate.stdout).toMatch(/at the end are missing/);
-      await d1(
-        `INSERT INTO audit_log (${columns.join(", ")}) VALUES (${columns.map((c) => quote(last![c])).join(", ")}); ${TRIGGERS}`,
-      );
-      expect((await verify()).code).toBe(0);
+      expect(afterTruncate.stdout).toMatch(/at the end are missing \(deleted\)/);
+      expect(afterTruncate.stdout).not.toContain("was edited");
+
+      await d1(`${reinsert(last!)}; ${TRIGGERS}`);
+      const restored = await verify();
+      expect(restored.code, restored.stdout).toBe(0);
     },
     180_000,
   );
