@@ -489,6 +489,13 @@ async function ensureFirstPartyAccount(adminToken) {
   return stored.apiKey;
 }
 
+/** Marks the first-party account a verified publisher; verifying an already verified account changes nothing. */
+async function verifyFirstPartyAccount(adminToken) {
+  const path = `/v1/accounts/${FIRST_PARTY.handle}/verified`;
+  const verified = await api("PUT", path, { token: adminToken, json: { verified: true } });
+  if (verified.status !== 200) throw new StartError(describeError("PUT", path, verified));
+}
+
 /** Orders capsule folders so each comes after the first-party capsules it depends on. */
 async function inDependencyOrder(dirs) {
   const { parse } = await import("yaml");
@@ -655,6 +662,7 @@ async function main() {
   if (stopping) return;
 
   const apiKey = await ensureFirstPartyAccount(adminToken);
+  await verifyFirstPartyAccount(adminToken);
   await publishFirstPartyCapsules(apiKey, adminToken);
   if (stopping) return;
 

@@ -55,6 +55,7 @@ const EXPECTED: Record<string, Case> = {
   "POST /v1/accounts": s(400, 400, 400, 400, 400),
   "POST /v1/accounts/:handle/api-keys": s(401, 403, 403, 403, 201),
   "POST /v1/accounts/:handle/roles": s(401, 403, 403, 403, 400),
+  "PUT /v1/accounts/:handle/verified": s(401, 403, 403, 403, 400),
   "GET /v1/api-keys": s(401, 200, 200, 200, 200),
   "POST /v1/api-keys": s(401, 201, 201, 201, 201),
   "DELETE /v1/api-keys/:id": s(401, 404, 204, 404, 404),

@@ -9,13 +9,14 @@ import {
   findAccountByHandle,
   listApiKeys,
   revokeApiKey,
+  setPublisherVerified,
   setRoles,
 } from "../../shared/db/accounts";
 import { database } from "../../shared/db/client";
 import { HANDLE_PATTERN } from "../../shared/domain/manifest";
 import { AppError } from "../../shared/errors";
 import { flushOutbox } from "../../shared/events/outbox";
-import { recordRolesChanged } from "../../shared/events/security-events";
+import { recordRolesChanged, recordVerificationChanged } from "../../shared/events/security-events";
 import type { AppEnv } from "../context";
 import { withAccount, withRole } from "../middleware/guards";
 import { rateLimit } from "../middleware/rate-limit";
@@ -77,6 +78,27 @@ export const accountRoutes = new Hono<AppEnv>()
       const account = await setRoles(db, actor, c.req.valid("param").handle, c.req.valid("json").roles);
       await recordRolesChanged(db, account, actor);
       c.executionCtx.waitUntil(flushOutbox(db, c.env));
+      return c.json({ account });
+    },
+  )
+  .put(
+    "/:handle/verified",
+    withRole("admin"),
+    pathParams(z.object({ handle: handleSchema })),
+    jsonBody(z.object({ verified: z.boolean() }).strict()),
+    async (c) => {
+      const db = database(c.env.DB);
+      const actor = requirePrincipal(c.get("principal"));
+      const { account, changed } = await setPublisherVerified(
+        db,
+        actor,
+        c.req.valid("param").handle,
+        c.req.valid("json").verified,
+      );
+      if (changed) {
+        await recordVerificationChanged(db, account, actor);
+        c.executionCtx.waitUntil(flushOutbox(db, c.env));
+      }
       return c.json({ account });
     },
   );

@@ -36,6 +36,7 @@ const SECURITY_TYPES = [
   "soma.submission.decided",
   "soma.capsule.yanked",
   "soma.account.roles_changed",
+  "soma.account.verification_changed",
   "soma.review.reported",
 ];
 

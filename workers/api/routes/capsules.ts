@@ -40,6 +40,10 @@ const catalogQuery = z
     category: z.enum(CATEGORIES).optional(),
     tag: z.string().max(32).optional(),
     pricing: z.enum(["free", "paid"]).optional(),
+    verified: z
+      .enum(["true", "false"])
+      .transform((v) => v === "true")
+      .optional(),
     sort: z.enum(SORTS).optional(),
     limit: z.coerce.number().int().min(1).max(100).default(20),
     cursor: z.string().max(200).optional(),

@@ -8,6 +8,8 @@ import { sha256Hex } from "../encoding";
 export const AUDIT_ACTIONS = [
   "account.created",
   "account.roles_changed",
+  "account.verified",
+  "account.unverified",
   "auth.token_issued",
   "api_key.created",
   "api_key.revoked",
@@ -41,7 +43,8 @@ export interface AuditEntry {
   hash: string | null;
 }
 
-function actorId(actor: AuditActor): string {
+/** The actor as the log stores it: an account id, "admin-token" or "system". */
+export function actorId(actor: AuditActor): string {
   if (actor === "system") return "system";
   return actor.accountId ?? "admin-token";
 }

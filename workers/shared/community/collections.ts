@@ -7,7 +7,7 @@ import { AppError } from "../errors";
 import { cloudEvent, outboxInsert } from "../events/outbox";
 import type { CatalogItem } from "../marketplace/catalog";
 import { decodeCursor, pageOf } from "./cursor";
-import { capsuleSummaries, catalogItem, requireCapsule } from "./discovery";
+import { capsuleSummaries, catalogItem, publisherColumns, requireCapsule } from "./discovery";
 
 /** Enough for any shelf a person curates by hand; keeps a collection page one cheap query. */
 export const MAX_COLLECTION_ITEMS = 200;
@@ -206,7 +206,9 @@ export async function addCollectionItem(
       throw new AppError("CONFLICT", `${capsuleName} is already in the collection`);
     throw error;
   }
-  return { capsule: catalogItem(capsule), addedAt };
+  const [listed] = [...(await capsuleSummaries(db, [capsule.name])).values()];
+  if (!listed) throw new AppError("NOT_FOUND", `No capsule ${capsuleName}`);
+  return { capsule: listed, addedAt };
 }
 
 /** Takes a capsule out of a collection. */
@@ -259,14 +261,15 @@ export async function getCollection(
 ): Promise<CollectionDetail> {
   const row = await loadCollection(db, viewer, id);
   const items = await db
-    .select({ capsule: capsules, addedAt: collectionItems.addedAt })
+    .select({ capsule: capsules, addedAt: collectionItems.addedAt, ...publisherColumns })
     .from(collectionItems)
     .innerJoin(capsules, eq(capsules.name, collectionItems.capsuleName))
+    .leftJoin(accounts, eq(accounts.id, capsules.ownerId))
     .where(eq(collectionItems.collectionId, id))
     .orderBy(asc(collectionItems.addedAt), asc(collectionItems.capsuleName));
   return {
     ...summary(row.collection, row.handle, Number(row.itemCount)),
-    items: items.map((item) => ({ capsule: catalogItem(item.capsule), addedAt: item.addedAt })),
+    items: items.map((item) => ({ capsule: catalogItem(item.capsule, item), addedAt: item.addedAt })),
   };
 }
 
@@ -319,12 +322,14 @@ export async function listFeatured(
       capsule: capsules,
       position: featuredCapsules.position,
       featuredAt: featuredCapsules.featuredAt,
+      ...publisherColumns,
     })
     .from(featuredCapsules)
     .innerJoin(capsules, eq(capsules.name, featuredCapsules.capsuleName))
+    .leftJoin(accounts, eq(accounts.id, capsules.ownerId))
     .orderBy(asc(featuredCapsules.position));
   return rows.map((row) => ({
-    capsule: catalogItem(row.capsule),
+    capsule: catalogItem(row.capsule, row),
     position: row.position,
     featuredAt: row.featuredAt,
   }));

@@ -1,8 +1,8 @@
 import { eq, inArray, sql } from "drizzle-orm";
 import type { Database } from "../db/client";
-import { capsules } from "../db/schema";
+import { accounts, capsules } from "../db/schema";
 import { AppError } from "../errors";
-import type { CatalogItem } from "../marketplace/catalog";
+import { type CatalogItem, publisherOf } from "../marketplace/catalog";
 import { roundScore, TRENDING_WINDOW_DAYS, trendingWeight } from "./scoring";
 
 const DAY_MS = 86_400_000;
@@ -13,8 +13,14 @@ const NAMES_PER_QUERY = 90;
 /** Used-together looks at the most recent installers only, so a capsule with a huge audience stays cheap. */
 const USED_TOGETHER_SAMPLE = 1000;
 
-/** The catalog's listing of one capsule, as `GET /v1/capsules` shows it. */
-export function catalogItem(row: typeof capsules.$inferSelect): CatalogItem {
+/** The owner account's columns a listing needs, for a select that left-joins `accounts` on the owner. */
+export const publisherColumns = { handle: accounts.handle, verifiedAt: accounts.verifiedAt };
+
+/** The catalog's listing of one capsule, as `GET /v1/capsules` shows it, given its owner's account columns. */
+export function catalogItem(
+  row: typeof capsules.$inferSelect,
+  owner: { handle: string | null; verifiedAt: string | null },
+): CatalogItem {
   return {
     name: row.name,
     namespace: row.namespace,
@@ -29,6 +35,7 @@ export function catalogItem(row: typeof capsules.$inferSelect): CatalogItem {
     ratingAvg: row.ratingAvg,
     ratingCount: row.ratingCount,
     updatedAt: row.updatedAt,
+    publisher: publisherOf(row, owner),
   };
 }
 
@@ -38,10 +45,11 @@ export async function capsuleSummaries(db: Database, names: string[]): Promise<M
   const out = new Map<string, CatalogItem>();
   for (let i = 0; i < unique.length; i += NAMES_PER_QUERY) {
     const rows = await db
-      .select()
+      .select({ capsule: capsules, ...publisherColumns })
       .from(capsules)
+      .leftJoin(accounts, eq(accounts.id, capsules.ownerId))
       .where(inArray(capsules.name, unique.slice(i, i + NAMES_PER_QUERY)));
-    for (const row of rows) out.set(row.name, catalogItem(row));
+    for (const row of rows) out.set(row.capsule.name, catalogItem(row.capsule, row));
   }
   return out;
 }

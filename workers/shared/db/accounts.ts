@@ -1,5 +1,5 @@
 import { and, eq, isNull, sql } from "drizzle-orm";
-import { type AuditActor, auditStatement, sealAuditLog } from "../audit/log";
+import { type AuditActor, actorId, auditStatement, sealAuditLog } from "../audit/log";
 import { generateApiKey, hashApiKey } from "../auth/api-keys";
 import type { Role } from "../auth/roles";
 import { type ApiKeyScope, scopesFromStored } from "../auth/scopes";
@@ -13,6 +13,8 @@ export interface AccountView {
   email: string;
   roles: Role[];
   createdAt: string;
+  /** When an admin verified this account as a publisher; null while unverified. */
+  verifiedAt: string | null;
 }
 
 function view(row: typeof accounts.$inferSelect): AccountView {
@@ -22,6 +24,7 @@ function view(row: typeof accounts.$inferSelect): AccountView {
     email: row.email,
     roles: row.roles as Role[],
     createdAt: row.createdAt,
+    verifiedAt: row.verifiedAt ?? null,
   };
 }
 
@@ -65,7 +68,7 @@ export async function createAccount(
     throw error;
   }
   await sealAuditLog(db);
-  return { account: view(row), apiKey };
+  return { account: view({ ...row, verifiedAt: null, verifiedBy: null }), apiKey };
 }
 
 export async function findAccountByHandle(db: Database, handle: string): Promise<AccountView | null> {
@@ -105,6 +108,53 @@ export async function setRoles(
   if (!row) throw new AppError("NOT_FOUND", `No account with handle "${handle}"`);
   await sealAuditLog(db);
   return view(row);
+}
+
+/**
+ * Marks an account a verified publisher, or clears the mark. Setting the state it already has changes nothing
+ * and records nothing, so retrying is safe; a change is audited in the same batch.
+ */
+export async function setPublisherVerified(
+  db: Database,
+  actor: AuditActor,
+  handle: string,
+  verified: boolean,
+): Promise<{ account: AccountView; changed: boolean }> {
+  const [before] = await db.select().from(accounts).where(eq(accounts.handle, handle)).limit(1);
+  if (!before) throw new AppError("NOT_FOUND", `No account with handle "${handle}"`);
+  if ((before.verifiedAt !== null) === verified) return { account: view(before), changed: false };
+  const verifiedAt = verified ? nowIso() : null;
+  const verifiedBy = verified ? actorId(actor) : null;
+  const unchangedSince =
+    before.verifiedAt === null ? isNull(accounts.verifiedAt) : eq(accounts.verifiedAt, before.verifiedAt);
+  const [updated] = await db.batch([
+    db
+      .update(accounts)
+      .set({ verifiedAt, verifiedBy })
+      .where(and(eq(accounts.id, before.id), unchangedSince))
+      .returning(),
+    auditStatement(
+      db,
+      {
+        actor,
+        action: verified ? "account.verified" : "account.unverified",
+        target: `account:${before.id}`,
+        details: { handle },
+      },
+      verified
+        ? sql`EXISTS (SELECT 1 FROM accounts WHERE id = ${before.id} AND verified_at = ${verifiedAt})`
+        : sql`EXISTS (SELECT 1 FROM accounts WHERE id = ${before.id} AND verified_at IS NULL)`,
+    ),
+  ]);
+  const [row] = updated;
+  await sealAuditLog(db);
+  if (!row) {
+    // Another admin changed it between the read and the write: report what is stored now.
+    const current = await findAccountByHandle(db, handle);
+    if (!current) throw new AppError("NOT_FOUND", `No account with handle "${handle}"`);
+    return { account: current, changed: false };
+  }
+  return { account: view(row), changed: true };
 }
 
 export interface ApiKeyView {

@@ -8,6 +8,10 @@ export const accounts = sqliteTable("accounts", {
   email: text("email").notNull().unique(),
   roles: text("roles", { mode: "json" }).$type<string[]>().notNull(),
   createdAt: text("created_at").notNull(),
+  /** When an admin verified the publisher; NULL while unverified. */
+  verifiedAt: text("verified_at"),
+  /** Who verified it: an admin's account id, or "admin-token". */
+  verifiedBy: text("verified_by"),
 });
 
 export const apiKeys = sqliteTable("api_keys", {

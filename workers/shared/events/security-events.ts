@@ -5,6 +5,7 @@ import { type CloudEvent, cloudEvent, outboxInsert } from "./outbox";
 export const AUTH_FAILED_EVENT = "soma.security.auth_failed";
 export const RATE_LIMITED_EVENT = "soma.security.rate_limited";
 export const ROLES_CHANGED_EVENT = "soma.account.roles_changed";
+export const VERIFICATION_CHANGED_EVENT = "soma.account.verification_changed";
 
 /** One event per source per window: an attacker's thousand refused requests are one line in the admin feed. */
 const WINDOW_MS = 60_000;
@@ -87,6 +88,24 @@ export async function recordRolesChanged(
     accountId: account.id,
     handle: account.handle,
     to: [...account.roles],
+    by: actor.accountId === null ? { via: actor.via } : { accountId: actor.accountId, handle: actor.handle },
+  });
+  await outboxInsert(db, event);
+}
+
+/**
+ * Records an account's new publisher verification in the outbox (`soma.account.verification_changed`,
+ * `data.verified` the new state, `by` who changed it); the caller flushes the outbox after responding.
+ */
+export async function recordVerificationChanged(
+  db: Database,
+  account: { id: string; handle: string; verifiedAt: string | null },
+  actor: { accountId: string | null; handle: string | null; via: string },
+): Promise<void> {
+  const event = cloudEvent(VERIFICATION_CHANGED_EVENT, `account/${account.id}`, {
+    accountId: account.id,
+    handle: account.handle,
+    verified: account.verifiedAt !== null,
     by: actor.accountId === null ? { via: actor.via } : { accountId: actor.accountId, handle: actor.handle },
   });
   await outboxInsert(db, event);

@@ -3,7 +3,7 @@ import semver from "semver";
 import { auditStatement, sealAuditLog } from "../audit/log";
 import type { Principal } from "../auth/principal";
 import type { Database } from "../db/client";
-import { capsules, capsuleVersions } from "../db/schema";
+import { accounts, capsules, capsuleVersions } from "../db/schema";
 import { AppError } from "../errors";
 import { cloudEvent, outboxInsert } from "../events/outbox";
 import { publishedKeys } from "../storage/bundles";
@@ -17,9 +17,17 @@ export interface CatalogQuery {
   category?: string | undefined;
   tag?: string | undefined;
   pricing?: "free" | "paid" | undefined;
+  /** Only capsules whose owner is a verified publisher. */
+  verified?: boolean | undefined;
   sort?: CatalogSort | undefined;
   limit: number;
   cursor?: string | undefined;
+}
+
+/** Who publishes a capsule: its owner's handle, and whether an admin verified that account. */
+export interface Publisher {
+  handle: string;
+  verified: boolean;
 }
 
 export interface CatalogItem {
@@ -36,11 +44,21 @@ export interface CatalogItem {
   ratingAvg: number;
   ratingCount: number;
   updatedAt: string;
+  publisher: Publisher;
 }
 
 type CapsuleRow = typeof capsules.$inferSelect;
+type ListedRow = CapsuleRow & { publisher: Publisher };
 
-function item(row: CapsuleRow): CatalogItem {
+/** The publisher from its account's columns; a capsule whose owner row is gone shows its namespace, unverified. */
+export function publisherOf(
+  row: Pick<CapsuleRow, "namespace">,
+  account: { handle: string | null; verifiedAt: string | null },
+): Publisher {
+  return { handle: account.handle ?? row.namespace, verified: account.verifiedAt !== null };
+}
+
+function item(row: ListedRow): CatalogItem {
   return {
     name: row.name,
     namespace: row.namespace,
@@ -55,8 +73,13 @@ function item(row: CapsuleRow): CatalogItem {
     ratingAvg: row.ratingAvg,
     ratingCount: row.ratingCount,
     updatedAt: row.updatedAt,
+    publisher: row.publisher,
   };
 }
+
+/** The owner's handle and verification, read with every listing row. */
+const PUBLISHER_COLUMNS = sql.raw("a.handle AS publisher_handle, a.verified_at AS publisher_verified_at");
+const PUBLISHER_JOIN = sql.raw("LEFT JOIN accounts a ON a.id = c.owner_id");
 
 function encodeCursor(offset: number): string {
   return btoa(JSON.stringify({ o: offset })).replace(/=+$/, "");
@@ -110,6 +133,8 @@ export async function searchCatalog(
     );
   if (query.pricing === "free") filters.push(sql`c.pricing_model = 'free'`);
   if (query.pricing === "paid") filters.push(sql`c.pricing_model <> 'free'`);
+  if (query.verified === true) filters.push(sql`a.verified_at IS NOT NULL`);
+  if (query.verified === false) filters.push(sql`a.verified_at IS NULL`);
   const q = query.q?.trim() ?? "";
   const queryTrigrams = trigrams(q);
 
@@ -128,12 +153,13 @@ export async function searchCatalog(
     const featuredFirst = q.length === 0 && (query.sort === undefined || query.sort === "relevance");
     const rows = featuredFirst
       ? await db.all<Record<string, unknown>>(
-          sql`SELECT c.* FROM capsules c LEFT JOIN featured_capsules f ON f.capsule_name = c.name ${where}
+          sql`SELECT c.*, ${PUBLISHER_COLUMNS} FROM capsules c ${PUBLISHER_JOIN}
+              LEFT JOIN featured_capsules f ON f.capsule_name = c.name ${where}
               ORDER BY f.position IS NULL, f.position, ${sql.raw(ORDER_BY.popular)}
               LIMIT ${query.limit + 1} OFFSET ${offset}`,
         )
       : await db.all<Record<string, unknown>>(
-          sql`SELECT c.* FROM capsules c ${where} ORDER BY ${sql.raw(ORDER_BY[sort])} LIMIT ${query.limit + 1} OFFSET ${offset}`,
+          sql`SELECT c.*, ${PUBLISHER_COLUMNS} FROM capsules c ${PUBLISHER_JOIN} ${where} ORDER BY ${sql.raw(ORDER_BY[sort])} LIMIT ${query.limit + 1} OFFSET ${offset}`,
         );
     return page(rows.map(fromRaw), query.limit, offset);
   }
@@ -142,7 +168,7 @@ export async function searchCatalog(
   const candidates = async (match: string) =>
     (
       await db.all<Record<string, unknown>>(
-        sql`SELECT c.* FROM capsules c WHERE ${sql.join(
+        sql`SELECT c.*, ${PUBLISHER_COLUMNS} FROM capsules c ${PUBLISHER_JOIN} WHERE ${sql.join(
           [
             sql`c.id IN (SELECT capsule_id FROM capsules_fts WHERE capsules_fts MATCH ${match} ORDER BY rank LIMIT ${SEARCH_CANDIDATES})`,
             ...filters,
@@ -188,15 +214,23 @@ export async function searchCatalog(
   );
 }
 
-function page(rows: CapsuleRow[], limit: number, offset: number) {
+function page(rows: ListedRow[], limit: number, offset: number) {
   return {
     items: rows.slice(0, limit).map(item),
     nextCursor: rows.length > limit ? encodeCursor(offset + limit) : null,
   };
 }
 
-function fromRaw(raw: Record<string, unknown>): CapsuleRow {
+function fromRaw(raw: Record<string, unknown>): ListedRow {
+  const namespace = raw.namespace as string;
   return {
+    publisher: publisherOf(
+      { namespace },
+      {
+        handle: (raw.publisher_handle as string | null) ?? null,
+        verifiedAt: (raw.publisher_verified_at as string | null) ?? null,
+      },
+    ),
     id: raw.id as string,
     name: raw.name as string,
     namespace: raw.namespace as string,
@@ -230,8 +264,14 @@ export interface VersionSummary {
 
 /** One capsule: its listing, the latest manifest and every version, newest first. */
 export async function capsuleDetail(db: Database, name: string) {
-  const [row] = await db.select().from(capsules).where(eq(capsules.name, name)).limit(1);
-  if (!row) throw new AppError("NOT_FOUND", `No capsule ${name}`);
+  const [found] = await db
+    .select({ capsule: capsules, handle: accounts.handle, verifiedAt: accounts.verifiedAt })
+    .from(capsules)
+    .leftJoin(accounts, eq(accounts.id, capsules.ownerId))
+    .where(eq(capsules.name, name))
+    .limit(1);
+  if (!found) throw new AppError("NOT_FOUND", `No capsule ${name}`);
+  const row: ListedRow = { ...found.capsule, publisher: publisherOf(found.capsule, found) };
   const versions = await db.select().from(capsuleVersions).where(eq(capsuleVersions.capsuleId, row.id));
   versions.sort((a, b) => semver.rcompare(a.version, b.version));
   const latest = versions.find((v) => v.version === row.latestVersion);
