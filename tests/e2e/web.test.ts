@@ -184,6 +184,16 @@ describe("the web app, driven in Chromium against the running platform", () => {
     await page.goto("/#/?sort=rating&view=list&category=Testing");
     await page.locator("#results.list .card").first().waitFor();
     expect(await page.getByLabel("Category").inputValue()).toBe("Testing");
+    // npm start verifies the first-party account, so only its capsules pass the filter, each with the badge.
+    await page.goto("/#/?verified=1&sort=name");
+    expect(await page.getByLabel("Verified publishers only").isChecked()).toBe(true);
+    await page.locator("#results .card").first().waitFor();
+    const verifiedNames = await page.locator("#results .card h3").allTextContents();
+    expect(verifiedNames.length).toBeGreaterThan(0);
+    expect(verifiedNames.every((name) => name.startsWith("soma/"))).toBe(true);
+    expect(await page.locator("#results .card", { hasText: "Verified publisher" }).count()).toBe(
+      verifiedNames.length,
+    );
     await page.goto("/");
     await page.locator("#results .card").first().waitFor();
     await checkAccessibility(page, "catalog");
@@ -375,6 +385,7 @@ describe("the web app, driven in Chromium against the running platform", () => {
     await card.getByRole("link", { name: tidier }).click();
     await page.getByRole("heading", { name: tidier, level: 1 }).waitFor();
     await page.getByText("Send requests to api.example.com on the internet").waitFor();
+    expect(await page.getByText("Verified publisher").count()).toBe(0);
     await page.getByRole("link", { name: parser }).waitFor();
     await page.getByText(`npx soma verify ${tidier}@1.0.0`).waitFor();
     await checkAccessibility(page, "capsule");
@@ -472,6 +483,7 @@ describe("the web app, driven in Chromium against the running platform", () => {
     expect(installed.status, await installed.clone().text()).toBe(201);
     await page.goto("/#/capsules/soma/readme-writer");
     await page.getByRole("heading", { name: "Rate this capsule" }).waitFor();
+    await page.locator("p.dim", { hasText: "By soma" }).getByText("Verified publisher").waitFor();
     await page.getByLabel("Stars").selectOption("4");
     await page.getByLabel("Review (optional)").fill("Clear READMEs straight from the spec.");
     await page.getByRole("button", { name: "Save rating" }).click();

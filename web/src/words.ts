@@ -46,6 +46,3 @@ export const CATEGORIES = [
   "Review",
   "Other",
 ] as const;
-
-/** The platform's own namespace: its capsules are published and signed by the operators themselves. */
-export const VERIFIED_NAMESPACES = new Set(["soma"]);

@@ -13,7 +13,7 @@ import {
   useAsync,
 } from "../components/ui";
 import { href } from "../router";
-import { permissionInWords, plural, pricingInWords, VERIFIED_NAMESPACES } from "../words";
+import { permissionInWords, plural, pricingInWords } from "../words";
 import { InstallDialog } from "./install";
 
 type Detail = InferResponseType<(typeof api.v1.capsules)[":ns"][":name"]["$get"], 200>;
@@ -377,11 +377,9 @@ export function CapsulePage({
             </div>
             <p class="lead">{m.spec?.description ?? d.capsule.description}</p>
             <p class="dim">
-              By <strong>{d.capsule.namespace}</strong>
-              {VERIFIED_NAMESPACES.has(d.capsule.namespace) && (
-                <span class="badge ok">Verified publisher</span>
-              )}{" "}
-              · v{d.capsule.latestVersion} · {d.capsule.category} · {d.capsule.runtime} runtime ·{" "}
+              By <strong>{d.capsule.publisher.handle}</strong>
+              {d.capsule.publisher.verified && <span class="badge ok">Verified publisher</span>} · v
+              {d.capsule.latestVersion} · {d.capsule.category} · {d.capsule.runtime} runtime ·{" "}
               {m.metadata?.license ?? "no license"}
             </p>
             <dl class="facts">

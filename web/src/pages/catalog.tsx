@@ -3,7 +3,7 @@ import { useEffect, useState } from "preact/hooks";
 import { api, json } from "../api";
 import { Empty, formatNumber, Show, Stars, useAsync } from "../components/ui";
 import { href, navigate } from "../router";
-import { CATEGORIES, VERIFIED_NAMESPACES } from "../words";
+import { CATEGORIES } from "../words";
 
 export type CatalogItem = InferResponseType<typeof api.v1.capsules.$get, 200>["items"][number];
 
@@ -21,9 +21,9 @@ function capsuleHref(name: string): string {
   return href(`/capsules/${name}`);
 }
 
-function Verified({ namespace }: { namespace: string }) {
-  return VERIFIED_NAMESPACES.has(namespace) ? (
-    <span class="badge ok" title="Published by the platform itself">
+function Verified({ publisher }: { publisher: CatalogItem["publisher"] }) {
+  return publisher.verified ? (
+    <span class="badge ok" title={`${publisher.handle} is a publisher verified by the platform's admins`}>
       Verified publisher
     </span>
   ) : null;
@@ -36,7 +36,7 @@ export function CapsuleCard({ item }: { item: CatalogItem }) {
         <a href={capsuleHref(item.name)}>{item.name}</a>
       </h3>
       <p class="dim small">
-        v{item.latestVersion} · {item.category} · {item.runtime} <Verified namespace={item.namespace} />
+        v{item.latestVersion} · {item.category} · {item.runtime} <Verified publisher={item.publisher} />
       </p>
       <p class="desc">{item.description}</p>
       <p class="small">
@@ -143,6 +143,7 @@ export function CatalogPage({ query }: { query: URLSearchParams }) {
           ...(category ? { category } : {}),
           ...(tag ? { tag } : {}),
           ...(pricing ? { pricing } : {}),
+          ...(verified ? { verified: true } : {}),
           ...(sort ? { sort } : {}),
           limit: "24",
         },
@@ -150,7 +151,7 @@ export function CatalogPage({ query }: { query: URLSearchParams }) {
     );
     setCursor(body.nextCursor);
     return body.items;
-  }, [q, category, tag, pricing, sort]);
+  }, [q, category, tag, pricing, verified, sort]);
 
   const loadMore = async () => {
     if (!cursor) return;
@@ -161,6 +162,7 @@ export function CatalogPage({ query }: { query: URLSearchParams }) {
           ...(category ? { category } : {}),
           ...(tag ? { tag } : {}),
           ...(pricing ? { pricing } : {}),
+          ...(verified ? { verified: true } : {}),
           ...(sort ? { sort } : {}),
           limit: "24",
           cursor,
@@ -256,7 +258,7 @@ export function CatalogPage({ query }: { query: URLSearchParams }) {
         <h2 id="results-title">{browsing ? "All capsules" : "Results"}</h2>
         <Show value={results} what="capsules" retry={reload}>
           {(items) => {
-            const all = [...items, ...more].filter((i) => !verified || VERIFIED_NAMESPACES.has(i.namespace));
+            const all = [...items, ...more];
             return (
               <>
                 <p class="status" role="status" aria-live="polite">
