@@ -379,18 +379,33 @@ describe("fuzz: hostile input never gets a 5xx or changes state", () => {
   let owner: string;
   let ownerToken: string;
   let adminToken: string;
+  let projectId: string;
   beforeAll(async () => {
     await publishReviewer();
     const author = await signup();
     const admin = await signup();
     await grantRoles(admin.handle, ["admin"]);
-    await publish(author.apiKey, { name: `${author.handle}/cap` });
+    await publish(author.apiKey, { name: `${author.handle}/cap`, permissions: [] });
+    const project = await api("/v1/projects", {
+      method: "POST",
+      token: author.apiKey,
+      json: {
+        name: "fuzzed",
+        spec: { tasks: [{ id: "a", capsule: `${author.handle}/cap`, inputs: {} }] },
+        budget: { tokens: 100_000 },
+      },
+    });
+    expect(project.status, await project.clone().text()).toBe(201);
+    projectId = ((await project.json()) as { project: { id: string } }).project.id;
     owner = author.handle;
     ownerToken = author.apiKey;
     adminToken = admin.apiKey;
   });
 
-  /** Real values for the parameters half the time (so requests reach the handlers), hostile ones otherwise. */
+  /**
+   * Real values for the parameters half the time (so requests reach the handlers), hostile ones otherwise; a
+   * trailing wildcard always gets a hostile segment, raw, as a client could send it.
+   */
   function pathFor(pattern: string, segments: string[], real: boolean): string {
     if (!real) return fillPath(pattern, segments);
     const known: Record<string, string> = {
@@ -400,6 +415,7 @@ describe("fuzz: hostile input never gets a 5xx or changes state", () => {
       version: "1.0.0",
       scope: "account",
       period: new Date().toISOString().slice(0, 7),
+      ...(pattern.startsWith("/v1/projects/") ? { id: projectId } : {}),
     };
     let i = 0;
     return pattern
@@ -407,7 +423,7 @@ describe("fuzz: hostile input never gets a 5xx or changes state", () => {
         /:(\w+)/g,
         (_, param: string) => known[param] ?? encodeURIComponent(segments[i++ % segments.length] ?? "x"),
       )
-      .replace(/\*$/, "a.txt");
+      .replace(/\*$/, segments.at(-1) ?? "a.txt");
   }
 
   const writes = routeTable().filter((r) => r.method !== "GET");
@@ -548,6 +564,12 @@ describe("fuzz: hostile input never gets a 5xx or changes state", () => {
     ]) {
       const res = await api(raw.replace(BASE, ""), { token: adminToken });
       expect(res.status, raw).toBeLessThan(500);
+    }
+    // Malformed percent-escapes in an artefact path of a real project: refused as input, not a crash.
+    for (const tail of ["%ff", "%", "a%zz", "%c3%28"]) {
+      const res = await api(`/v1/projects/${projectId}/artifacts/${tail}`, { token: ownerToken });
+      expect(res.status, tail).toBe(400);
+      expect(((await res.json()) as { error: { code: string } }).error.code).toBe("VALIDATION_FAILED");
     }
   });
 });

@@ -53,6 +53,17 @@ export const optionalJsonBody = <T extends ZodType>(schema: T) =>
     return parseOrThrow(schema, value, "request body");
   });
 
+/** Percent-decodes a raw path tail; a malformed escape (a bare "%", "%ff") is bad input, never a crash. */
+export function decodePathTail(raw: string, what: string): string {
+  try {
+    return decodeURIComponent(raw);
+  } catch {
+    throw new AppError("VALIDATION_FAILED", `Invalid path: ${what}: not valid percent-encoding`, {
+      issues: [{ path: what, message: "not valid percent-encoding" }],
+    });
+  }
+}
+
 /** Query string validation hook. */
 export const queryParams = <T extends ZodType>(schema: T) =>
   validator("query", (value) => parseOrThrow(schema, value, "query"));

@@ -22,7 +22,7 @@ import { createProjectSchema } from "../../shared/kamachiq/spec";
 import { formatTraceparent } from "../../shared/observability/trace";
 import type { AppEnv } from "../context";
 import { signedIn, withAccount } from "../middleware/guards";
-import { jsonBody, pathParams, queryParams } from "../validate";
+import { decodePathTail, jsonBody, parseOrThrow, pathParams, queryParams } from "../validate";
 
 const projectParams = z.object({ id: z.string().regex(/^[a-f0-9]{64}$/, "not a project id") });
 const taskParams = projectParams.extend({
@@ -135,16 +135,11 @@ export const projectRoutes = new Hono<AppEnv>()
     });
   })
   .get("/:id/artifacts/*", signedIn, async (c) => {
-    const id = c.req.param("id") ?? "";
-    const parsed = projectParams.safeParse({ id });
-    if (!parsed.success)
-      return c.json(
-        { error: { code: "VALIDATION_FAILED", message: "not a project id", requestId: c.get("requestId") } },
-        400,
-      );
+    const { id } = parseOrThrow(projectParams, { id: c.req.param("id") ?? "" }, "path");
     await projectFor(c.env, database(c.env.DB), requirePrincipal(c.get("principal")), id);
-    const path = decodeURIComponent(
+    const path = decodePathTail(
       new URL(c.req.url).pathname.split(`/v1/projects/${id}/artifacts/`)[1] ?? "",
+      "artefact path",
     );
     const object = await readArtifact(c.env.BUNDLES, id, path);
     return new Response(object.body, {
