@@ -1,0 +1,210 @@
+/**
+ * Soak benchmark: the load bench's mix (bench/lib/mix.mjs) at a moderate client count for a long time against
+ * the platform on the Miniflare API with its queue consumers and a ClickHouse server of the run's own. Reports
+ * availability (share of 2xx answers), p50/p95 per minute, and the resident memory (VmRSS) of the workerd
+ * process sampled every 10 s, with a flatness verdict: the least-squares slope of RSS over the second half of
+ * the run. 127.0.0.1 only; stops by itself; writes bench/results/soak-<time>.json.
+ *
+ * Environment (defaults in brackets):
+ *   BENCH_MINUTES     how long the mix runs, in one-minute rounds [30]
+ *   BENCH_CLIENTS     concurrent clients [50]
+ *   BENCH_CAPSULES    catalog capsules seeded [300]
+ *   BENCH_ACCOUNTS    client accounts [100]
+ *   BENCH_PROJECTS    KAMACHIQ projects seeded for the status requests [3]
+ */
+
+import { readFileSync } from "node:fs";
+import { mkdir, writeFile } from "node:fs/promises";
+import { cpus, loadavg, totalmem } from "node:os";
+import { dirname, join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+import { startBenchClickHouse } from "./lib/clickhouse.mjs";
+import { combine, MIX, runMix, seedMix } from "./lib/mix.mjs";
+import { workerdPids } from "./lib/proc.mjs";
+import { startPlatform } from "./lib/server.mjs";
+import { ms, summarize, table } from "./lib/stats.mjs";
+
+const root = resolve(dirname(fileURLToPath(import.meta.url)), "..");
+const int = (name, fallback, min = 1) => {
+  const value = Number(process.env[name] ?? fallback);
+  if (!Number.isInteger(value) || value < min) throw new Error(`${name} must be an integer >= ${min}`);
+  return value;
+};
+const config = {
+  minutes: int("BENCH_MINUTES", 30),
+  clients: int("BENCH_CLIENTS", 50),
+  capsules: int("BENCH_CAPSULES", 300),
+  accounts: int("BENCH_ACCOUNTS", 100),
+  projects: int("BENCH_PROJECTS", 3),
+};
+const GOAL_AVAILABILITY = 0.999;
+const RSS_SAMPLE_MS = 10_000;
+/** RSS counts as flat when its second-half slope, extrapolated over an hour, stays under this share of its mean. */
+const FLAT_SHARE_PER_HOUR = 0.05;
+const log = (message) => console.log(`[bench] ${message}`);
+
+/** VmRSS of a process in MiB, or NaN once it is gone. */
+function rssMiB(pid) {
+  try {
+    const match = /VmRSS:\s+(\d+)\s+kB/.exec(readFileSync(`/proc/${pid}/status`, "utf8"));
+    return match ? Number(match[1]) / 1024 : Number.NaN;
+  } catch {
+    return Number.NaN;
+  }
+}
+
+/** Least-squares slope of y over x. */
+function slope(points) {
+  const n = points.length;
+  if (n < 2) return Number.NaN;
+  const sx = points.reduce((s, p) => s + p.x, 0);
+  const sy = points.reduce((s, p) => s + p.y, 0);
+  const sxx = points.reduce((s, p) => s + p.x * p.x, 0);
+  const sxy = points.reduce((s, p) => s + p.x * p.y, 0);
+  return (n * sxy - sx * sy) / (n * sxx - sx * sx);
+}
+
+async function main() {
+  const runAt = new Date().toISOString();
+  const list = cpus();
+  const results = {
+    runAt,
+    config,
+    machine: {
+      cores: list.length,
+      cpu: list[0]?.model ?? "unknown",
+      memoryGiB: Math.round(totalmem() / 2 ** 30),
+      loadAverage: loadavg().map((v) => Number(v.toFixed(2))),
+    },
+  };
+  log(`${results.machine.cores} cores; load average ${results.machine.loadAverage.join(" ")}`);
+  const clickhouse = await startBenchClickHouse();
+  let platform;
+  let sampler;
+  try {
+    platform = await startPlatform(root, {
+      queueConsumers: true,
+      bindings: { ...clickhouse.bindings, LOG_LEVEL: "warn" },
+    });
+    const seed = await seedMix(platform.url, root, {
+      capsules: config.capsules,
+      accounts: config.accounts,
+      projects: config.projects,
+      log,
+    });
+    const pids = workerdPids();
+    if (pids.length !== 1)
+      log(`note: ${pids.length} workerd processes (${pids.join(", ")}); RSS is their sum`);
+    const rss = [];
+    const startedAt = performance.now();
+    const sample = () => {
+      const mib = pids.reduce((n, pid) => n + rssMiB(pid), 0);
+      rss.push({ seconds: (performance.now() - startedAt) / 1000, mib, load: loadavg()[0] });
+    };
+    sample();
+    sampler = setInterval(sample, RSS_SAMPLE_MS);
+    const minutes = [];
+    const runs = [];
+    for (let minute = 1; minute <= config.minutes; minute++) {
+      const { byType, overall } = await runMix(platform.url, seed, {
+        clients: config.clients,
+        seconds: 60,
+        label: `soak${minute}`,
+      });
+      runs.push(overall);
+      const errors = overall.connectionErrors + overall.timeouts + overall.non2xx;
+      minutes.push({
+        minute,
+        requests: overall.requests,
+        reqPerSec: overall.reqPerSec,
+        ok: overall.ok,
+        errors,
+        non2xx: overall.non2xx,
+        timeouts: overall.timeouts,
+        connectionErrors: overall.connectionErrors,
+        p50: overall.latency.p50,
+        p95: overall.latency.p95,
+        p95ByType: Object.fromEntries(MIX.map((m) => [m.type, byType[m.type].latency.p95])),
+        rssMiB: rss[rss.length - 1]?.mib,
+        loadAverage: loadavg()[0],
+      });
+      log(
+        `minute ${minute}: ${overall.requests} requests, ${errors} errors, p50 ${ms(overall.latency.p50)} ms, p95 ${ms(overall.latency.p95)} ms, workerd RSS ${rss[rss.length - 1]?.mib.toFixed(1)} MiB`,
+      );
+    }
+    clearInterval(sampler);
+    sample();
+    const all = combine(runs);
+    const total = all.requests + all.connectionErrors + all.timeouts;
+    const availability = total > 0 ? all.ok / total : Number.NaN;
+    const half = rss.filter((p) => p.seconds >= rss[rss.length - 1].seconds / 2);
+    const mibPerSecond = slope(half.map((p) => ({ x: p.seconds, y: p.mib })));
+    const meanMib = half.reduce((n, p) => n + p.mib, 0) / half.length;
+    const mibPerHour = mibPerSecond * 3600;
+    const flat = Math.abs(mibPerHour) < FLAT_SHARE_PER_HOUR * meanMib;
+    results.availability = {
+      requests: total,
+      ok: all.ok,
+      non2xx: all.non2xx,
+      timeouts: all.timeouts,
+      connectionErrors: all.connectionErrors,
+      share: availability,
+      goal: GOAL_AVAILABILITY,
+      met: availability >= GOAL_AVAILABILITY,
+      statusCodes: all.statusCodes,
+    };
+    results.latency = { overall: summarize(all.latencies), perMinute: minutes };
+    results.rss = {
+      samples: rss,
+      first: rss[0].mib,
+      last: rss[rss.length - 1].mib,
+      max: Math.max(...rss.map((p) => p.mib)),
+      secondHalfSlopeMiBPerHour: mibPerHour,
+      secondHalfMeanMiB: meanMib,
+      flat,
+      flatRule: `|slope| < ${FLAT_SHARE_PER_HOUR * 100}% of the mean per hour over the second half`,
+    };
+    results.workerErrors = platform.workerErrors.slice(0, 20);
+
+    console.log("");
+    console.log(
+      table(
+        ["minute", "requests", "req/s", "errors", "p50 ms", "p95 ms", "RSS MiB", "load"],
+        minutes.map((m) => [
+          m.minute,
+          m.requests,
+          m.reqPerSec.toFixed(0),
+          m.errors,
+          ms(m.p50),
+          ms(m.p95),
+          m.rssMiB?.toFixed(1) ?? "-",
+          m.loadAverage.toFixed(2),
+        ]),
+      ),
+    );
+    console.log("");
+    console.log(
+      `availability ${(availability * 100).toFixed(3)}% (${all.ok} of ${total}; non-2xx ${all.non2xx}, timeouts ${all.timeouts}, connection errors ${all.connectionErrors}); goal >= ${GOAL_AVAILABILITY * 100}%: ${results.availability.met ? "met" : "NOT met"}`,
+    );
+    console.log(
+      `workerd RSS ${results.rss.first.toFixed(1)} -> ${results.rss.last.toFixed(1)} MiB (max ${results.rss.max.toFixed(1)}); second-half slope ${mibPerHour.toFixed(1)} MiB/h on a mean of ${meanMib.toFixed(1)} MiB: ${flat ? "flat" : "NOT flat"} (${results.rss.flatRule})`,
+    );
+    const dir = join(root, "bench", "results");
+    await mkdir(dir, { recursive: true });
+    const file = join(dir, `soak-${runAt.replaceAll(":", "-")}.json`);
+    await writeFile(file, `${JSON.stringify(results, null, 2)}\n`);
+    log(`results in ${file}`);
+  } finally {
+    clearInterval(sampler);
+    await platform?.stop();
+    await clickhouse.stop();
+  }
+}
+
+main().then(
+  () => process.exit(0),
+  (error) => {
+    console.error(error);
+    process.exit(1);
+  },
+);
