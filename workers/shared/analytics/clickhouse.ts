@@ -34,18 +34,31 @@ function upstream(error: unknown): AppError {
   return new AppError("UPSTREAM_FAILED", `Analytics store error: ${message.split("\n")[0]?.slice(0, 300)}`);
 }
 
+const READ_ATTEMPTS = 2;
+
+function isStaleConnection(error: unknown): boolean {
+  const message = error instanceof Error ? error.message : String(error);
+  return /network connection lost|connection reset|socket hang up|ECONNRESET/i.test(message);
+}
+
 /** Runs a SELECT built with `sql` and validates every row with the schema (data read back is a trust boundary). */
 export async function queryRows<T extends z.ZodType>(
   env: ClickHouseEnv,
   query: Sql,
   row: T,
 ): Promise<z.output<T>[]> {
-  let rows: unknown[];
-  try {
-    const result = await clickhouse(env).query({ query: query.text, format: "JSONEachRow" });
-    rows = await result.json();
-  } catch (error) {
-    throw upstream(error);
+  let rows: unknown[] = [];
+  for (let attempt = 1; ; attempt++) {
+    try {
+      const result = await clickhouse(env).query({ query: query.text, format: "JSONEachRow" });
+      rows = await result.json();
+      break;
+    } catch (error) {
+      // A pooled keep-alive connection the server has already closed fails at once; a read is safe to send
+      // again on a fresh one.
+      if (attempt < READ_ATTEMPTS && isStaleConnection(error)) continue;
+      throw upstream(error);
+    }
   }
   return rows.map((r) => {
     const parsed = row.safeParse(r);
