@@ -99,8 +99,13 @@ async function applyMigrations(db, dir, splitSqlQuery) {
  *   `onLog` sees every structured log line of workerd (console.* of the Worker), as it arrives.
  *   `onQueueBatch` sees every batch a queue delivered to its consumer: `{ at, queue, acked, total, ms }`
  *   (from Miniflare's own log; `ms` is how long the consumer took).
+ *   `port` fixes the listening port (default: a free one).
+ *   `restartFrom` is the `persisted` of an earlier platform whose runtime ended (e.g. killed): the new one runs
+ *   the same bundle with the same secrets on the same state directory (D1, R2, Durable Objects, queues as
+ *   Miniflare persists them), without applying migrations again. Pass the same options otherwise.
  */
 export async function startPlatform(root, options = {}) {
+  if (options.restartFrom) return startIn(root, options.restartFrom.work, options);
   const work = await mkdtemp(join(tmpdir(), "soma-bench-"));
   try {
     return await startIn(root, work, options);
@@ -113,17 +118,27 @@ export async function startPlatform(root, options = {}) {
 async function startIn(
   root,
   work,
-  { queueConsumers = false, bindings = {}, extraWorkers = [], onLog, onQueueBatch } = {},
+  {
+    queueConsumers = false,
+    bindings = {},
+    extraWorkers = [],
+    onLog,
+    onQueueBatch,
+    port = 0,
+    restartFrom,
+  } = {},
 ) {
   const started = performance.now();
-  const scriptPath = await buildWorker(root, join(work, "build"));
+  const scriptPath = restartFrom ? restartFrom.scriptPath : await buildWorker(root, join(work, "build"));
   const buildMs = performance.now() - started;
 
-  const secrets = {
-    CAPSULE_SIGNING_KEY: pkcs8Pem(),
-    AUTH_SIGNING_KEY: pkcs8Pem(),
-    SOMA_ADMIN_TOKEN: randomBytes(24).toString("base64url"),
-  };
+  const secrets = restartFrom
+    ? restartFrom.secrets
+    : {
+        CAPSULE_SIGNING_KEY: pkcs8Pem(),
+        AUTH_SIGNING_KEY: pkcs8Pem(),
+        SOMA_ADMIN_TOKEN: randomBytes(24).toString("base64url"),
+      };
   // wrangler's config reader takes required secrets from process.env; these are this run's own.
   Object.assign(process.env, secrets, wranglerEnv(root), { WRANGLER_LOG: "warn" });
   const { unstable_getMiniflareWorkerOptions, unstable_splitSqlQuery } = await import("wrangler");
@@ -146,7 +161,7 @@ async function startIn(
   const mf = new Miniflare(
     convertV4MiniflareOptions({
       host: "127.0.0.1",
-      port: 0,
+      port,
       ...(onQueueBatch ? { log: new QueueBatchLog(onQueueBatch) } : {}),
       resourcePersistencePath: join(work, "state"),
       handleStructuredLogs: (log) => {
@@ -175,7 +190,9 @@ async function startIn(
   try {
     url = await mf.ready;
     db = await mf.getD1Database("DB");
-    migrations = await applyMigrations(db, join(root, "migrations"), unstable_splitSqlQuery);
+    migrations = restartFrom
+      ? restartFrom.migrations
+      : await applyMigrations(db, join(root, "migrations"), unstable_splitSqlQuery);
   } catch (error) {
     await mf.dispose();
     throw error;
@@ -188,6 +205,11 @@ async function startIn(
     workerErrors,
     buildMs,
     migrations,
+    persisted: { work, scriptPath, secrets, migrations },
+    /** Ends this runtime and keeps its state directory, for a restart with `restartFrom: persisted`. */
+    async dispose() {
+      await mf.dispose();
+    },
     async stop() {
       await mf.dispose();
       await rm(work, { recursive: true, force: true });
