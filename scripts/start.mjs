@@ -25,7 +25,7 @@ import { existsSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { chmod, mkdir, readFile, writeFile } from "node:fs/promises";
 import { dirname, join, relative, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
-import { buildWeb } from "./build-web.mjs";
+import { buildWebIfStale } from "./build-web.mjs";
 import { chooseHttpPort, requestedHttpPort, startClickHouse } from "./clickhouse.mjs";
 import { migrate as migrateClickHouse } from "./clickhouse-migrate.mjs";
 import { firstPartyCapsuleDirs, packCapsule } from "./lib/capsule-bundle.mjs";
@@ -651,8 +651,8 @@ async function main() {
 
   const { adminToken, clickHousePassword } = await ensureSecrets();
   await applyMigrations();
-  await buildWeb(root);
-  log("built the web app into web/dist");
+  const web = await buildWebIfStale(root);
+  log(web.built ? "built the web app into web/dist" : "web/dist is up to date");
   const vars = await startLocalServices({ stateDir, clickHousePassword });
   if (stopping) return;
 
