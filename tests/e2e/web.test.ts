@@ -185,14 +185,23 @@ describe("the web app, driven in Chromium against the running platform", () => {
     await page.locator("#results.list .card").first().waitFor();
     expect(await page.getByLabel("Category").inputValue()).toBe("Testing");
     // npm start verifies the first-party account, so only its capsules pass the filter, each with the badge.
+    // The hash changes without a reload, so the previous results stay on screen until the filtered answer
+    // is drawn: wait for that answer, then for the cards to show exactly its items.
+    const verifiedAnswer = page.waitForResponse(
+      (r) => r.url().includes("/v1/capsules?") && r.url().includes("verified=true"),
+    );
     await page.goto("/#/?verified=1&sort=name");
+    const verified = (await (await verifiedAnswer).json()) as {
+      items: { name: string; publisher: { verified: boolean } }[];
+    };
     expect(await page.getByLabel("Verified publishers only").isChecked()).toBe(true);
-    await page.locator("#results .card").first().waitFor();
-    const verifiedNames = await page.locator("#results .card h3").allTextContents();
-    expect(verifiedNames.length).toBeGreaterThan(0);
-    expect(verifiedNames.every((name) => name.startsWith("soma/"))).toBe(true);
+    expect(verified.items.length).toBeGreaterThan(0);
+    expect(verified.items.every((i) => i.publisher.verified && i.name.startsWith("soma/"))).toBe(true);
+    await expect
+      .poll(() => page.locator("#results .card h3").allTextContents(), { timeout: 10_000 })
+      .toEqual(verified.items.map((i) => i.name));
     expect(await page.locator("#results .card", { hasText: "Verified publisher" }).count()).toBe(
-      verifiedNames.length,
+      verified.items.length,
     );
     await page.goto("/");
     await page.locator("#results .card").first().waitFor();
