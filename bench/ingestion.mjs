@@ -27,8 +27,8 @@
  *   BENCH_DIRECT_ROWS        rows for the direct-insert baseline [the events accepted, at most 2,000,000]
  */
 
-import { mkdir, readFile, writeFile } from "node:fs/promises";
-import { cpus, loadavg, totalmem } from "node:os";
+import { mkdir, writeFile } from "node:fs/promises";
+import { loadavg } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { createClient } from "@clickhouse/client-web";
@@ -37,6 +37,7 @@ import { startBenchClickHouse } from "./lib/clickhouse.mjs";
 import { signUpOne } from "./lib/kamachiq.mjs";
 import { sequential } from "./lib/load.mjs";
 import { cpuDelta, cpuSample, workerdPids } from "./lib/proc.mjs";
+import { machine, versions } from "./lib/run-info.mjs";
 import { startPlatform } from "./lib/server.mjs";
 import { ms, summarize, table } from "./lib/stats.mjs";
 
@@ -397,7 +398,12 @@ async function directInsert(client, total, accountIds, { dedupe, offset }) {
 async function main() {
   const benchStarted = performance.now();
   const runAt = new Date().toISOString();
-  const results = { runAt, config, machine: machine(), versions: await versions() };
+  const results = {
+    runAt,
+    config,
+    machine: machine(),
+    versions: await versions(root, ["@clickhouse/client-web"]),
+  };
   log(
     `${results.machine.cores} cores, ${results.machine.cpu}; node ${process.versions.node}; load average ${results.machine.loadAverage.join(" ")}`,
   );
@@ -513,28 +519,6 @@ function errorCounts(lines) {
     counts[key] = (counts[key] ?? 0) + 1;
   }
   return counts;
-}
-
-function machine() {
-  const list = cpus();
-  return {
-    cores: list.length,
-    cpu: list[0]?.model ?? "unknown",
-    memoryGiB: Math.round(totalmem() / 2 ** 30),
-    loadAverage: loadavg().map((v) => Number(v.toFixed(2))),
-  };
-}
-
-async function versions() {
-  const read = async (name) =>
-    JSON.parse(await readFile(join(root, "node_modules", name, "package.json"), "utf8")).version;
-  return {
-    node: process.versions.node,
-    wrangler: await read("wrangler"),
-    miniflare: await read("miniflare"),
-    workerd: await read("workerd"),
-    clickhouseClient: await read("@clickhouse/client-web"),
-  };
 }
 
 function report(r) {

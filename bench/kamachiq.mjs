@@ -21,8 +21,8 @@
  *   BENCH_COORDINATOR_ONLY   1 to run the stand-in agent pass, 0 to skip it [1]
  */
 
-import { mkdir, readFile, writeFile } from "node:fs/promises";
-import { cpus, loadavg, totalmem } from "node:os";
+import { mkdir, writeFile } from "node:fs/promises";
+import { loadavg } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { startBenchClickHouse } from "./lib/clickhouse.mjs";
@@ -38,6 +38,7 @@ import {
 import { sequential } from "./lib/load.mjs";
 import { cpuDelta, cpuSample, workerdPids } from "./lib/proc.mjs";
 import { queueProbe } from "./lib/queue-probe.mjs";
+import { machine, versions } from "./lib/run-info.mjs";
 import { startPlatform } from "./lib/server.mjs";
 import { ms, summarize, table } from "./lib/stats.mjs";
 import { stubAgentWorker } from "./lib/stub-agent.mjs";
@@ -492,7 +493,7 @@ async function platformWithClickHouse(clickhouse, probe, agents) {
 async function main() {
   const benchStarted = performance.now();
   const runAt = new Date().toISOString();
-  const results = { runAt, config, machine: machine(), versions: await versions() };
+  const results = { runAt, config, machine: machine(), versions: await versions(root) };
   log(
     `${results.machine.cores} cores, ${results.machine.cpu}; node ${process.versions.node}; load average ${results.machine.loadAverage.join(" ")}`,
   );
@@ -585,27 +586,6 @@ async function main() {
   const file = join(dir, `kamachiq-${runAt.replace(/[:.]/g, "-")}.json`);
   await writeFile(file, `${JSON.stringify(results, null, 2)}\n`);
   log(`results written to ${file}`);
-}
-
-function machine() {
-  const list = cpus();
-  return {
-    cores: list.length,
-    cpu: list[0]?.model ?? "unknown",
-    memoryGiB: Math.round(totalmem() / 2 ** 30),
-    loadAverage: loadavg().map((v) => Number(v.toFixed(2))),
-  };
-}
-
-async function versions() {
-  const read = async (name) =>
-    JSON.parse(await readFile(join(root, "node_modules", name, "package.json"), "utf8")).version;
-  return {
-    node: process.versions.node,
-    wrangler: await read("wrangler"),
-    miniflare: await read("miniflare"),
-    workerd: await read("workerd"),
-  };
 }
 
 function report(r) {

@@ -13,12 +13,13 @@
  *   BENCH_SEED_MINUTES      seeding stops starting uploads after this long [15]
  */
 
-import { mkdir, readFile, writeFile } from "node:fs/promises";
-import { cpus, loadavg, totalmem } from "node:os";
+import { mkdir, writeFile } from "node:fs/promises";
+import { loadavg } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { makeCatalog, makeHandles, makeTree, seededRandom } from "./lib/catalog.mjs";
 import { loadRoute, sequential } from "./lib/load.mjs";
+import { machine, versions } from "./lib/run-info.mjs";
 import { profileSearch } from "./lib/search-profile.mjs";
 import { publishAll, signUp } from "./lib/seed.mjs";
 import { startPlatform } from "./lib/server.mjs";
@@ -116,7 +117,7 @@ function linearFit(points) {
 async function main() {
   const benchStarted = performance.now();
   const runAt = new Date().toISOString();
-  const results = { runAt, config, machine: machine(), versions: await versions() };
+  const results = { runAt, config, machine: machine(), versions: await versions(root, ["autocannon"]) };
   log(
     `${results.machine.cores} cores, ${results.machine.cpu}; node ${process.versions.node}; load average ${results.machine.loadAverage.join(" ")}`,
   );
@@ -290,28 +291,6 @@ async function main() {
   const file = join(dir, `marketplace-${runAt.replace(/[:.]/g, "-")}.json`);
   await writeFile(file, `${JSON.stringify(results, null, 2)}\n`);
   log(`results written to ${file}`);
-}
-
-function machine() {
-  const list = cpus();
-  return {
-    cores: list.length,
-    cpu: list[0]?.model ?? "unknown",
-    memoryGiB: Math.round(totalmem() / 2 ** 30),
-    loadAverage: loadavg().map((v) => Number(v.toFixed(2))),
-  };
-}
-
-async function versions() {
-  const read = async (name) =>
-    JSON.parse(await readFile(join(root, "node_modules", name, "package.json"), "utf8")).version;
-  return {
-    node: process.versions.node,
-    wrangler: await read("wrangler"),
-    miniflare: await read("miniflare"),
-    workerd: await read("workerd"),
-    autocannon: await read("autocannon"),
-  };
 }
 
 function report(r) {
