@@ -50,19 +50,48 @@ ensure_node_modules() {
 
 # run <label> <command...>: runs one step and records it when it fails.
 run() {
-  local label="$1"
+  local label="$1" started=$SECONDS
   shift
   step "$label"
   if ! "$@"; then
+    echo "<== $label: failed after $((SECONDS - started))s"
     failed_steps+=("$label")
     return 1
   fi
+  echo "<== $label: $((SECONDS - started))s"
 }
 
-# vitest_run <label> <config>: one vitest run with a JSON report to count its tests.
+# with_deadline <seconds> <command...>: runs the command in its own process group and, if it is still
+# running after <seconds>, stops the whole group (vitest, workerd, ClickHouse, Chromium) and fails with a
+# message, so a stalled run costs minutes, not the whole CI budget.
+with_deadline() {
+  local seconds="$1" pid status expired="$report_dir/deadline-$$-$RANDOM"
+  shift
+  setsid "$@" &
+  pid=$!
+  (
+    sleep "$seconds"
+    touch "$expired"
+    kill -TERM -- "-$pid" 2>/dev/null
+    sleep 30
+    kill -KILL -- "-$pid" 2>/dev/null
+  ) >/dev/null 2>&1 &
+  local watchdog=$!
+  wait "$pid"
+  status=$?
+  kill "$watchdog" 2>/dev/null
+  wait "$watchdog" 2>/dev/null
+  if [ -e "$expired" ]; then
+    echo "stopped after ${seconds}s: the run did not finish in time (the last file named above is where it stalled)" >&2
+    return 124
+  fi
+  return "$status"
+}
+
+# vitest_run <label> <config> <deadline seconds>: one vitest run with a JSON report to count its tests.
 vitest_run() {
-  local label="$1" config="$2"
-  run "$label" npx vitest run --config "$config" --reporter=default --reporter=json \
+  local label="$1" config="$2" deadline="$3"
+  run "$label" with_deadline "$deadline" npx vitest run --config "$config" --reporter=default --reporter=json \
     --outputFile.json="$report_dir/$(basename "$(dirname "$config")").json"
 }
 
@@ -112,8 +141,9 @@ fi
 if [ -f tsconfig.node.json ]; then
   run "Type check: CLI and end-to-end tests (Node)" npx tsc --noEmit -p tsconfig.node.json
 fi
-vitest_run "Workers tests (vitest in workerd)" tests/vitest.config.ts
-vitest_run "End-to-end tests (npm start's platform)" tests/e2e/vitest.config.ts
+# Deadlines: about four times what each run takes on a 2-core machine, together well inside CI's 90 minutes.
+vitest_run "Workers tests (vitest in workerd)" tests/vitest.config.ts 1800
+vitest_run "End-to-end tests (npm start's platform)" tests/e2e/vitest.config.ts 1200
 
 # A run that failed without a failing test (a file that does not load, a crash before the report) counts
 # as failed tests too, so the total never hides it.

@@ -162,6 +162,11 @@ async function startIn(
     convertV4MiniflareOptions({
       host: "127.0.0.1",
       port,
+      // BENCH_INSPECTOR_PORT opens the V8 inspector of the Worker (Chrome DevTools, or a CPU profile taken
+      // over the DevTools protocol) while a bench runs.
+      ...(process.env.BENCH_INSPECTOR_PORT
+        ? { inspectorPort: Number(process.env.BENCH_INSPECTOR_PORT) }
+        : {}),
       ...(onQueueBatch ? { log: new QueueBatchLog(onQueueBatch) } : {}),
       resourcePersistencePath: join(work, "state"),
       handleStructuredLogs: (log) => {
