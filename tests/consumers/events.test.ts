@@ -4,6 +4,7 @@ import { describe, expect, it } from "vitest";
 import { z } from "zod";
 import worker from "../../workers/index";
 import { queryRows } from "../../workers/shared/analytics/clickhouse";
+import { packEvents } from "../../workers/shared/analytics/ingest";
 import { sql } from "../../workers/shared/analytics/sql";
 import { api } from "../helpers";
 
@@ -16,7 +17,7 @@ function usageEvent(
   time = new Date().toISOString(),
 ) {
   return {
-    specversion: "1.0",
+    specversion: "1.0" as const,
     id: `evt_${unique()}`,
     source: "soma://test",
     type: "soma.usage.tokens",
@@ -85,6 +86,42 @@ describe("events consumer", () => {
     const result = await deliver([{ events: [usageEvent(account, 1, 0), usageEvent(account, 2, 0)] }]);
     expect(result.explicitAcks).toHaveLength(1);
     expect((await totals(account)).raw).toEqual({ events: 2, tokens: 3 });
+  });
+
+  it("unpacks envelopes sent as JSON text, the way ingestion packs them, one message per 96 KiB", async () => {
+    const account = `acc_${unique()}`;
+    const events = Array.from({ length: 600 }, (_, i) => usageEvent(account, i, 1));
+    const messages = packEvents(events, "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01");
+    expect(messages.length).toBeGreaterThan(1);
+    for (const m of messages)
+      expect(new TextEncoder().encode(m.body).byteLength).toBeLessThanOrEqual(96 * 1024);
+    const result = await deliver(messages.map((m) => m.body));
+    expect(result.explicitAcks).toHaveLength(messages.length);
+    expect((await totals(account)).raw).toEqual({ events: 600, tokens: (599 * 600) / 2 + 600 });
+  });
+
+  it("measures packed messages in UTF-8 bytes, not characters", async () => {
+    const account = `acc_${unique()}`;
+    const wide = "\u{1F600}".repeat(2000); // 4 bytes each in UTF-8, 2 UTF-16 units
+    const events = Array.from({ length: 200 }, (_, i) => ({
+      ...usageEvent(account, i, 0),
+      subject: wide.slice(0, 500),
+    }));
+    const messages = packEvents(events);
+    // Counted in characters the events would fit in two messages, each well over 96 KiB in bytes.
+    expect(messages.length).toBeGreaterThanOrEqual(3);
+    for (const m of messages) {
+      expect(new TextEncoder().encode(m.body).byteLength).toBeLessThanOrEqual(96 * 1024);
+    }
+    expect(messages.flatMap((m) => (JSON.parse(m.body) as { events: unknown[] }).events)).toHaveLength(200);
+  });
+
+  it("parks a text message that is not JSON in the dead-letter queue and keeps the rest", async () => {
+    const account = `acc_${unique()}`;
+    const result = await deliver([usageEvent(account, 2, 2), '{"events":[{"specversion"']);
+    expect(result.explicitAcks).toHaveLength(2);
+    expect(result.retryMessages).toEqual([]);
+    expect((await totals(account)).raw).toEqual({ events: 1, tokens: 4 });
   });
 
   it("retries the whole batch with backoff when ClickHouse is unreachable, storing nothing", async () => {

@@ -16,6 +16,16 @@ const envelopeSchema = z
   })
   .strict();
 
+/** A message body: JSON as sent (`json`), or JSON text (`text`, as ingestion packs it); undefined if neither. */
+function messageBody(body: unknown): unknown {
+  if (typeof body !== "string") return body;
+  try {
+    return JSON.parse(body) as unknown;
+  } catch {
+    return undefined;
+  }
+}
+
 /**
  * The analytics consumer: one ClickHouse insert per batch, exactly once per event id. Malformed messages go
  * to the dead-letter queue at once; when ClickHouse is unavailable the batch is retried with backoff, and after
@@ -29,22 +39,21 @@ export async function handleEvents(
   const valid: { message: Message<unknown>; events: CloudEvent[]; traceparent?: string }[] = [];
   const log = new Logger({ component: "consumer", queue: batch.queue });
   for (const message of batch.messages) {
-    const single = cloudEventSchema.safeParse(message.body);
-    if (single.success) {
-      valid.push({ message, events: [single.data], traceparent: single.data.traceparent });
+    const body = messageBody(message.body);
+    // An envelope (ingestion packs many events into one message) or a single event (the outboxes).
+    const packed = typeof body === "object" && body !== null && "events" in body;
+    const parsed = packed ? envelopeSchema.safeParse(body) : cloudEventSchema.safeParse(body);
+    if (parsed.success) {
+      if ("events" in parsed.data) {
+        valid.push({ message, events: parsed.data.events, traceparent: parsed.data.traceparent });
+      } else {
+        valid.push({ message, events: [parsed.data], traceparent: parsed.data.traceparent });
+      }
       continue;
     }
-    const envelope = envelopeSchema.safeParse(message.body);
-    if (envelope.success) {
-      valid.push({ message, events: envelope.data.events, traceparent: envelope.data.traceparent });
-      continue;
-    }
-    const parsed = single;
-    log.warn("invalid event message", { requestId: message.id, issue: parsed.error.issues[0]?.message });
-    await env.EVENTS_DLQ.send({
-      reason: `invalid event: ${parsed.error.issues[0]?.message}`,
-      body: message.body as never,
-    });
+    const issue = body === undefined ? "the body is not JSON" : parsed.error.issues[0]?.message;
+    log.warn("invalid event message", { requestId: message.id, issue });
+    await env.EVENTS_DLQ.send({ reason: `invalid event: ${issue}`, body: message.body as never });
     message.ack();
   }
   if (valid.length === 0) return;

@@ -26,8 +26,19 @@ const text = (value: unknown): string => (typeof value === "string" ? value.slic
 const count = (value: unknown): number =>
   typeof value === "number" && Number.isInteger(value) && value >= 0 ? value : 0;
 
-/** Flattens a CloudEvent into the analytics columns the queries and rollups group by. */
-export function eventRow(event: CloudEvent, ingestedAt: Date): EventRow {
+/** A UTC timestamp as most producers write it; its DateTime text is two slices, no Date needed. */
+const UTC_ISO = /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{1,9})?Z$/;
+
+/** The `YYYY-MM-DD hh:mm:ss` (UTC) of a validated CloudEvent `time`. */
+function eventTimeText(time: string): string {
+  return UTC_ISO.test(time) ? `${time.slice(0, 10)} ${time.slice(11, 19)}` : dateTimeText(new Date(time));
+}
+
+/**
+ * Flattens a CloudEvent into the analytics columns the queries and rollups group by. `ingestedAt` is the
+ * DateTime text of the batch (one per insert).
+ */
+export function eventRow(event: CloudEvent, ingestedAt: string): EventRow {
   const data = event.data;
   const failed = event.type.endsWith(".failed") || data.outcome === "failure" || data.status === "failure";
   const amount = data.amountMicroUsd;
@@ -36,7 +47,7 @@ export function eventRow(event: CloudEvent, ingestedAt: Date): EventRow {
     type: event.type,
     source: event.source,
     subject: event.subject ?? "",
-    time: dateTimeText(new Date(event.time)),
+    time: eventTimeText(event.time),
     account_id: text(data.accountId),
     project_id: text(data.projectId),
     capsule: text(data.capsule),
@@ -46,7 +57,7 @@ export function eventRow(event: CloudEvent, ingestedAt: Date): EventRow {
     output_tokens: count(data.outputTokens),
     amount_micro_usd: typeof amount === "number" && Number.isInteger(amount) ? amount : 0,
     data: JSON.stringify(data),
-    ingested_at: dateTimeText(ingestedAt),
+    ingested_at: ingestedAt,
   };
 }
 
@@ -89,7 +100,7 @@ export async function storeEvents(
   const unique = new Map<string, CloudEvent>();
   for (const event of events) if (!unique.has(event.id)) unique.set(event.id, event);
   const known = await storedIds(env, [...unique.keys()]);
-  const now = new Date();
+  const now = dateTimeText(new Date());
   const stored = [...unique.values()].filter((e) => !known.has(e.id));
   const rows = stored.map((e) => eventRow(e, now));
   await insertRows(env, "events", rows as unknown as Record<string, unknown>[]);

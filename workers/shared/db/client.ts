@@ -1,9 +1,19 @@
 import { drizzle } from "drizzle-orm/d1";
 import * as schema from "./schema";
 
-/** A drizzle client over the D1 binding. Cheap to create: one per request. */
+const clients = new WeakMap<D1Database, ReturnType<typeof drizzle<typeof schema>>>();
+
+/**
+ * The drizzle client over the D1 binding. Building one derives the relational config of the whole schema,
+ * so each binding's client is made once and shared by the requests of the isolate (it holds no state).
+ */
 export function database(d1: D1Database) {
-  return drizzle(d1, { schema });
+  let client = clients.get(d1);
+  if (!client) {
+    client = drizzle(d1, { schema });
+    clients.set(d1, client);
+  }
+  return client;
 }
 
 export type Database = ReturnType<typeof database>;
