@@ -170,6 +170,12 @@ const MIGRATIONS: SqlMigration[] = [
     // The prices the owner accepted at creation, for paid capsules a planner adds to the graph later.
     sql: "ALTER TABLE project ADD COLUMN accept_prices TEXT NOT NULL DEFAULT '[]';",
   },
+  {
+    version: 10,
+    // Events are kept until the analytics store confirms them: sent 0 = not handed to the queue yet,
+    // 1 = handed over at sent_at (ms) and sent again if unconfirmed, 2 = stored.
+    sql: "ALTER TABLE events ADD COLUMN sent_at INTEGER;",
+  },
 ];
 
 export function migrateCoordinatorSchema(sql: SqlStorage): void {

@@ -74,6 +74,7 @@ interface Candidate {
 
 /** At most this many failed attempts per task before it fails for good (the first run plus three retries). */
 const MAX_FAILURES = 4;
+
 const MAX_HUMAN_REMEDIATIONS = 5;
 const ACTIVE_ATTEMPT = "('dispatching','queued','running','settling')";
 
@@ -153,6 +154,26 @@ export class ProjectCoordinator extends DurableObject<Env> implements Coordinato
   async snapshot(): Promise<CoordinatorResult<ProjectSnapshot>> {
     if (!this.project()) return refuse("NOT_FOUND", "No such project");
     return ok(this.snapshotNow());
+  }
+
+  /**
+   * The analytics consumer's confirmation that these events (by sequence number) are stored: they are never
+   * sent again. Idempotent; unknown numbers are ignored.
+   */
+  async confirmEvents(seqs: number[]): Promise<CoordinatorResult<{ confirmed: number }>> {
+    if (!this.project()) return refuse("NOT_FOUND", "No such project");
+    const valid = [...new Set(seqs.filter((n) => Number.isSafeInteger(n) && n > 0))];
+    let confirmed = 0;
+    this.ctx.storage.transactionSync(() => {
+      for (let i = 0; i < valid.length; i += 50) {
+        const part = valid.slice(i, i + 50);
+        confirmed += this.sql.exec(
+          `UPDATE events SET sent = 2 WHERE sent < 2 AND seq IN (${part.map(() => "?").join(",")})`,
+          ...part,
+        ).rowsWritten;
+      }
+    });
+    return ok({ confirmed });
   }
 
   /**
@@ -1250,7 +1271,11 @@ export class ProjectCoordinator extends DurableObject<Env> implements Coordinato
   private async syncAlarm(): Promise<void> {
     const next = this.row("SELECT min(due_at) AS due FROM schedule");
     const unsent = this.count("SELECT count(*) AS n FROM events WHERE sent = 0");
-    const due = next?.due === null || next?.due === undefined ? null : Number(next.due);
+    const unconfirmed = this.row("SELECT min(sent_at) AS at FROM events WHERE sent = 1");
+    let due = next?.due === null || next?.due === undefined ? null : Number(next.due);
+    if (unconfirmed?.at !== null && unconfirmed?.at !== undefined) {
+      due = Math.min(due ?? Number.POSITIVE_INFINITY, Number(unconfirmed.at) + this.eventResendMs());
+    }
     const wanted = unsent > 0 ? Math.min(due ?? Number.POSITIVE_INFINITY, Date.now() + 5_000) : due;
     if (wanted === null || !Number.isFinite(wanted)) return;
     const current = await this.ctx.storage.getAlarm();
@@ -1385,7 +1410,12 @@ export class ProjectCoordinator extends DurableObject<Env> implements Coordinato
   private async flushEvents(): Promise<void> {
     const project = this.project();
     if (!project) return;
-    const rows = this.sql.exec<Row>("SELECT * FROM events WHERE sent = 0 ORDER BY seq LIMIT 100").toArray();
+    // New events, and events handed over long enough ago that the store should have confirmed them.
+    const cutoff = Date.now() - this.eventResendMs();
+    const due = "(sent = 0 OR (sent = 1 AND sent_at <= ?))";
+    const rows = this.sql
+      .exec<Row>(`SELECT * FROM events WHERE ${due} ORDER BY seq LIMIT 100`, cutoff)
+      .toArray();
     if (rows.length === 0) return;
     const traceparent = this.traceparent();
     try {
@@ -1414,8 +1444,14 @@ export class ProjectCoordinator extends DurableObject<Env> implements Coordinato
           };
         }),
       );
-      const last = Number(rows[rows.length - 1]!.seq);
-      this.sql.exec("UPDATE events SET sent = 1 WHERE sent = 0 AND seq <= ?", last);
+      // The same rows: anything emitted while the batch was in flight has a higher seq.
+      this.sql.exec(
+        `UPDATE events SET sent = 1, sent_at = ? WHERE ${due} AND seq BETWEEN ? AND ?`,
+        Date.now(),
+        cutoff,
+        Number(rows[0]!.seq),
+        Number(rows[rows.length - 1]!.seq),
+      );
     } catch (error) {
       this.log().error("events send failed", { error });
     }
@@ -1509,6 +1545,14 @@ export class ProjectCoordinator extends DurableObject<Env> implements Coordinato
 
   private retryBaseMs(): number {
     return Number(this.env.KAMACHIQ_RETRY_BASE_MS) || 2_000;
+  }
+
+  /**
+   * An event handed to the queue but not confirmed stored by the analytics consumer after this long is sent
+   * again (its id is stable, so the store keeps one copy): a queue that loses messages loses no events.
+   */
+  private eventResendMs(): number {
+    return Number(this.env.EVENT_RESEND_MS) || 30_000;
   }
 
   private leaseMs(): number {

@@ -38,6 +38,8 @@ export default defineConfig(async () => {
               ...testSecrets,
               // Fast retries and short leases keep the KAMACHIQ tests quick; the logic is the same at any scale.
               KAMACHIQ_RETRY_BASE_MS: "50",
+              // Unconfirmed coordinator events go out again after 2 s instead of 30 s.
+              EVENT_RESEND_MS: "2000",
               // The platform's price for the test model provider's model, per 1,000 tokens (micro-USD).
               MODEL_PRICES: JSON.stringify({ "gpt-4o-mini": 1_000_000 }),
               // The optional scrape-only token of GET /metrics.

@@ -1,4 +1,11 @@
+import { runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
+import { env } from "cloudflare:workers";
 import { beforeAll, describe, expect, it } from "vitest";
+import { z } from "zod";
+import type { ProjectCoordinator } from "../../durable-objects/project-coordinator";
+import { queryRows } from "../../workers/shared/analytics/clickhouse";
+import { sql } from "../../workers/shared/analytics/sql";
+import type { CoordinatorApi } from "../../workers/shared/kamachiq/coordinator-client";
 import { api, errorOf } from "../helpers";
 import { createProject, publishReviewer, publishWorker, signup, waitForStatus } from "../kamachiq-helpers";
 
@@ -114,5 +121,105 @@ describe("a project with an explicit task graph", () => {
       tasks: ["loop"],
       problems: [{ task: "loop", problem: "self_dependency" }],
     });
+  });
+});
+
+describe("event hand-off to the analytics store", () => {
+  const stubOf = (id: string) => env.PROJECT_COORDINATOR.get(env.PROJECT_COORDINATOR.idFromString(id));
+  const states = (id: string) =>
+    runInDurableObject(stubOf(id), (_instance: ProjectCoordinator, state) =>
+      state.storage.sql
+        .exec<{ seq: number; sent: number }>("SELECT seq, sent FROM events ORDER BY seq")
+        .toArray(),
+    );
+  const storedIds = async (projectId: string) =>
+    (
+      await queryRows(
+        env,
+        sql`SELECT DISTINCT id FROM events WHERE project_id = ${projectId}`,
+        z.object({ id: z.string() }),
+      )
+    ).map((r) => r.id);
+
+  async function until<T>(read: () => Promise<T>, done: (value: T) => boolean): Promise<T> {
+    const deadline = Date.now() + 20_000;
+    let value = await read();
+    while (!done(value) && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 200));
+      value = await read();
+    }
+    return value;
+  }
+
+  async function finishedProject(): Promise<string> {
+    const res = await createProject(owner.apiKey, {
+      name: "hand-off",
+      spec: { tasks: [{ id: "a", capsule: `${ns}/good`, inputs: { name: "a" } }] },
+      budget: { tokens: 100_000 },
+    });
+    expect(res.status).toBe(201);
+    const { project } = (await res.json()) as { project: { id: string } };
+    expect((await waitForStatus(owner.apiKey, project.id, ["completed", "failed"])).status).toBe("completed");
+    return project.id;
+  }
+
+  it("keeps every event until the consumer confirms it stored, then marks it so", async () => {
+    const id = await finishedProject();
+    const rows = await until(
+      () => states(id),
+      (r) => r.length > 0 && r.every((e) => e.sent === 2),
+    );
+    expect(rows.every((e) => e.sent === 2)).toBe(true);
+    const stored = await storedIds(id);
+    expect(stored.sort()).toEqual(rows.map((e) => `${id}:${e.seq}`).sort());
+  });
+
+  it("sends an event again when the queue lost it, and the store keeps one copy", async () => {
+    const id = await finishedProject();
+    await until(
+      () => states(id),
+      (r) => r.length > 0 && r.every((e) => e.sent === 2),
+    );
+    // An event handed to the queue a minute ago whose message never reached the consumer.
+    const seq = await runInDurableObject(stubOf(id), (_instance: ProjectCoordinator, state) => {
+      state.storage.sql.exec(
+        "INSERT INTO events (type, task_id, data, created_at, sent, sent_at) VALUES ('task.status', 'a', '{\"status\":\"completed\"}', ?, 1, ?)",
+        new Date().toISOString(),
+        Date.now() - 60_000,
+      );
+      return state.storage.sql.exec<{ seq: number }>("SELECT max(seq) AS seq FROM events").one().seq;
+    });
+    expect(await runDurableObjectAlarm(stubOf(id))).toBe(true);
+    const stored = await until(
+      () => storedIds(id),
+      (ids) => ids.includes(`${id}:${seq}`),
+    );
+    expect(stored).toContain(`${id}:${seq}`);
+    const rows = await until(
+      () => states(id),
+      (r) => r.every((e) => e.sent === 2),
+    );
+    expect(rows.find((e) => e.seq === seq)?.sent).toBe(2);
+    const [copies] = await queryRows(
+      env,
+      sql`SELECT count() AS n FROM events WHERE id = ${`${id}:${seq}`}`,
+      z.object({ n: z.coerce.number() }),
+    );
+    expect(copies?.n).toBe(1);
+  });
+
+  it("confirms idempotently, ignoring numbers it does not hold, and refuses an unknown project", async () => {
+    const id = await finishedProject();
+    const stub = stubOf(id) as unknown as CoordinatorApi;
+    await until(
+      () => states(id),
+      (r) => r.length > 0 && r.every((e) => e.sent === 2),
+    );
+    const again = await stub.confirmEvents([1, 2, 999_999, -1, 1.5]);
+    expect(again).toEqual({ ok: true, value: { confirmed: 0 } });
+    const unknown = env.PROJECT_COORDINATOR.get(
+      env.PROJECT_COORDINATOR.newUniqueId(),
+    ) as unknown as CoordinatorApi;
+    expect(await unknown.confirmEvents([1])).toMatchObject({ ok: false, code: "NOT_FOUND" });
   });
 });

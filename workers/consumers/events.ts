@@ -1,6 +1,7 @@
 import { z } from "zod";
 import { storeEvents } from "../shared/analytics/events";
 import { type CloudEvent, cloudEventSchema } from "../shared/events/outbox";
+import { coordinator } from "../shared/kamachiq/coordinator-client";
 import { eventMetrics } from "../shared/observability/event-metrics";
 import { Logger, traceFields } from "../shared/observability/logger";
 import { recordMetrics } from "../shared/observability/metrics-client";
@@ -15,6 +16,35 @@ const envelopeSchema = z
     traceparent: z.string().max(55).optional(),
   })
   .strict();
+
+/** `<project id>:<seq>`, the ids of the events a project's coordinator sends. */
+const COORDINATOR_EVENT_ID = /^([0-9a-f]{64}):([1-9][0-9]{0,15})$/;
+
+/**
+ * Tells each project's coordinator which of its events are now stored (stored before, too: a redelivery),
+ * so it stops keeping them for a resend. A failed confirmation only means a later resend, which the
+ * exactly-once check absorbs, so it never fails the batch.
+ */
+async function confirmToProducers(env: Env, events: CloudEvent[], log: Logger): Promise<void> {
+  const byProject = new Map<string, number[]>();
+  for (const event of events) {
+    if (event.source !== "soma://kamachiq") continue;
+    const match = COORDINATOR_EVENT_ID.exec(event.id);
+    if (!match) continue;
+    const seqs = byProject.get(match[1]!) ?? [];
+    seqs.push(Number(match[2]));
+    byProject.set(match[1]!, seqs);
+  }
+  await Promise.all(
+    [...byProject].map(async ([projectId, seqs]) => {
+      try {
+        await coordinator(env, projectId).confirmEvents(seqs);
+      } catch (error) {
+        log.warn("event confirmation failed", { projectId, events: seqs.length, error });
+      }
+    }),
+  );
+}
 
 /** A message body: JSON as sent (`json`), or JSON text (`text`, as ingestion packs it); undefined if neither. */
 function messageBody(body: unknown): unknown {
@@ -63,6 +93,7 @@ export async function handleEvents(
     // Subscribed events go out as webhook deliveries; each (webhook, event) is recorded once, so a retried
     // batch sends nothing twice.
     await fanOutWebhooks(env, events);
+    await confirmToProducers(env, events, log);
     for (const { message } of valid) message.ack();
     recordMetrics(env, ctx, eventMetrics(stored));
     // One line per trace in the batch: ingestion spreads one request over several messages.

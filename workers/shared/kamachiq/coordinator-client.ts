@@ -27,6 +27,7 @@ export interface ProjectReport {
 export interface CoordinatorApi {
   create(input: CoordinatorCreateInput): Promise<CoordinatorResult<ProjectSnapshot>>;
   snapshot(): Promise<CoordinatorResult<ProjectSnapshot>>;
+  confirmEvents(seqs: number[]): Promise<CoordinatorResult<{ confirmed: number }>>;
   startAttempt(attemptId: string, claim?: string): Promise<CoordinatorResult<AttemptContext>>;
   settleAttempt(attemptId: string, outcome: Outcome): Promise<CoordinatorResult<{ duplicate: boolean }>>;
   modelAllowance(attemptId: string): Promise<CoordinatorResult<{ remainingTokens: number }>>;
