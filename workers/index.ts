@@ -3,9 +3,10 @@ import { handleAgentTasks } from "./consumers/agent-tasks";
 import { handleDeadLetters } from "./consumers/dead-letters";
 import { handleEvents } from "./consumers/events";
 import { handleWebhookDeliveries } from "./consumers/webhooks";
+import { resendSpooled } from "./shared/analytics/ingest";
 import { retentionDaysFrom, runRetention } from "./shared/analytics/retention";
 import { database } from "./shared/db/client";
-import { flushOutbox } from "./shared/events/outbox";
+import { flushOutbox, pruneOutbox } from "./shared/events/outbox";
 import { publishPendingApprovals } from "./shared/marketplace/submissions";
 import { Logger, setDefaultLogLevel } from "./shared/observability/logger";
 import { recordMetrics } from "./shared/observability/metrics-client";
@@ -56,7 +57,8 @@ export default {
   },
 
   /**
-   * Every minute: re-send outbox events whose hand-off did not finish, publish approvals left half-way.
+   * Every minute: re-send outbox events and spooled ingestion messages the analytics store has not confirmed,
+   * publish approvals left half-way.
    * Daily: archive raw analytics days past retention to R2 and drop them from ClickHouse.
    */
   async scheduled(controller, env, ctx) {
@@ -73,8 +75,13 @@ export default {
     }
     const db = database(env.DB);
     ctx.waitUntil(
-      Promise.all([flushOutbox(db, env, { olderThanMs: 30_000 }), publishPendingApprovals(env, db)]).then(
+      Promise.all([
+        flushOutbox(db, env, { olderThanMs: 30_000 }).then(() => pruneOutbox(db)),
+        resendSpooled(env),
+        publishPendingApprovals(env, db),
+      ]).then(
         () => undefined,
+        (error) => log.error("cron recovery failed", { error }),
       ),
     );
   },

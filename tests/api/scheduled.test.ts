@@ -1,7 +1,10 @@
 import { createExecutionContext, createScheduledController, waitOnExecutionContext } from "cloudflare:test";
 import { env } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
+import { z } from "zod";
 import worker from "../../workers/index";
+import { queryRows } from "../../workers/shared/analytics/clickhouse";
+import { sql } from "../../workers/shared/analytics/sql";
 import { sha256Hex } from "../../workers/shared/encoding";
 import { api, bundle, countRows, type SubmissionBody, signup, upload } from "../helpers";
 
@@ -16,11 +19,11 @@ async function runCron(): Promise<void> {
 }
 
 describe("scheduled recovery", () => {
-  it("re-sends outbox events left behind by an interrupted request and removes them", async () => {
+  it("re-sends outbox events left behind by an interrupted request and removes them once stored", async () => {
     const old = new Date(Date.now() - 120_000).toISOString();
     const event = {
       specversion: "1.0",
-      id: "evt_stranded",
+      id: `evt_stranded_${crypto.randomUUID()}`,
       source: "soma://api",
       type: "soma.test.stranded",
       time: old,
@@ -30,13 +33,61 @@ describe("scheduled recovery", () => {
       .bind(event.id, JSON.stringify(event), old)
       .run();
     const fresh = new Date().toISOString();
+    const freshId = `evt_fresh_${crypto.randomUUID()}`;
     await env.DB.prepare("INSERT INTO outbox (id, body, created_at) VALUES (?, ?, ?)")
-      .bind("evt_fresh", JSON.stringify({ ...event, id: "evt_fresh", time: fresh }), fresh)
+      .bind(freshId, JSON.stringify({ ...event, id: freshId, time: fresh }), fresh)
       .run();
     await runCron();
-    const left = await env.DB.prepare("SELECT id FROM outbox ORDER BY id").all<{ id: string }>();
+    const row = (id: string) =>
+      env.DB.prepare("SELECT sent_at, stored_at FROM outbox WHERE id = ?")
+        .bind(id)
+        .first<{ sent_at: string | null; stored_at: string | null }>();
     // The fresh row belongs to a request whose own hand-off may still be running; the cron leaves it alone.
-    expect(left.results.map((r) => r.id)).toEqual(["evt_fresh"]);
+    expect(await row(freshId)).toEqual({ sent_at: null, stored_at: null });
+    // The stranded one is sent and stays until the analytics consumer confirms it stored.
+    expect((await row(event.id))?.sent_at).not.toBeNull();
+    const deadline = Date.now() + 15_000;
+    while (!(await row(event.id))?.stored_at && Date.now() < deadline)
+      await new Promise((r) => setTimeout(r, 200));
+    expect((await row(event.id))?.stored_at).not.toBeNull();
+    await runCron();
+    expect(await row(event.id)).toBeNull();
+    expect(await row(freshId)).not.toBeNull();
+  });
+
+  it("sends again a row handed to the queue whose event was never confirmed stored", async () => {
+    const long = new Date(Date.now() - 10 * 60_000).toISOString();
+    const id = `evt_lost_${crypto.randomUUID()}`;
+    const event = {
+      specversion: "1.0",
+      id,
+      source: "soma://api",
+      type: "soma.test.lost",
+      time: long,
+      data: {},
+    };
+    // Sent ten minutes ago, but the message never reached the consumer (a queue that lost it).
+    await env.DB.prepare("INSERT INTO outbox (id, body, created_at, sent_at) VALUES (?, ?, ?, ?)")
+      .bind(id, JSON.stringify(event), long, long)
+      .run();
+    await runCron();
+    const sentAt = await env.DB.prepare("SELECT sent_at FROM outbox WHERE id = ?")
+      .bind(id)
+      .first<string>("sent_at");
+    expect(sentAt && sentAt > long).toBe(true);
+    const copies = () =>
+      queryRows(
+        env,
+        sql`SELECT count() AS n FROM events WHERE id = ${id}`,
+        z.object({ n: z.coerce.number() }),
+      );
+    const deadline = Date.now() + 15_000;
+    let [stored] = await copies();
+    while ((stored?.n ?? 0) === 0 && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 200));
+      [stored] = await copies();
+    }
+    expect(stored?.n).toBe(1);
   });
 
   it("closes an approved submission whose version another submission already published, keeping its bytes", async () => {

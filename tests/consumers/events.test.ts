@@ -4,9 +4,14 @@ import { describe, expect, it } from "vitest";
 import { z } from "zod";
 import worker from "../../workers/index";
 import { queryRows } from "../../workers/shared/analytics/clickhouse";
-import { packEvents } from "../../workers/shared/analytics/ingest";
+import {
+  packEvents,
+  resendSpooled,
+  SPOOL_PREFIX,
+  SPOOL_RESEND_MS,
+} from "../../workers/shared/analytics/ingest";
 import { sql } from "../../workers/shared/analytics/sql";
-import { api } from "../helpers";
+import { api, signup } from "../helpers";
 
 const unique = () => crypto.randomUUID().replace(/-/g, "");
 
@@ -161,7 +166,6 @@ describe("events consumer", () => {
 
   it("keeps dead letters to admins", async () => {
     expect((await api("/v1/admin/dead-letters")).status).toBe(401);
-    const { signup } = await import("../helpers");
     const user = await signup();
     expect((await api("/v1/admin/dead-letters", { token: user.apiKey })).status).toBe(403);
     expect(
@@ -173,5 +177,63 @@ describe("events consumer", () => {
         })
       ).status,
     ).toBe(400);
+  });
+});
+
+describe("ingestion spool", () => {
+  const spooled = async () => (await env.BUNDLES.list({ prefix: SPOOL_PREFIX })).objects.map((o) => o.key);
+  async function until(check: () => Promise<boolean>): Promise<void> {
+    const deadline = Date.now() + 15_000;
+    while (!(await check()) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 200));
+  }
+
+  it("keeps an accepted request's messages in R2 until the consumer stored them", async () => {
+    const owner = await signup();
+    const events = Array.from({ length: 5 }, (_, i) => ({
+      specversion: "1.0",
+      id: `spool-${unique()}-${i}`,
+      source: "test://spool",
+      type: "soma.usage.tokens",
+      time: new Date().toISOString(),
+      data: { inputTokens: 1, outputTokens: 1 },
+    }));
+    const res = await api("/v1/events", { method: "POST", token: owner.apiKey, json: events });
+    expect(res.status).toBe(202);
+    await until(async () => (await totals(owner.id)).raw?.events === 5 && (await spooled()).length === 0);
+    expect((await totals(owner.id)).raw?.events).toBe(5);
+    expect(await spooled()).toEqual([]);
+  });
+
+  it("sends again a spooled message the queue lost, and the consumer stores it once and releases it", async () => {
+    const account = `acc_${unique()}`;
+    const key = `${SPOOL_PREFIX}${crypto.randomUUID()}`;
+    const [message] = packEvents(
+      [usageEvent(account, 4, 2), usageEvent(account, 1, 1)],
+      undefined,
+      () => key,
+    );
+    await env.BUNDLES.put(key, message!.body);
+    // Not old enough yet: left alone.
+    expect(await resendSpooled(env)).toBe(0);
+    expect(await resendSpooled(env, Date.now() + SPOOL_RESEND_MS)).toBe(1);
+    await until(async () => (await spooled()).length === 0);
+    expect(await spooled()).toEqual([]);
+    // Sent again after it was stored: counted once.
+    await env.BUNDLES.put(key, message!.body);
+    expect(await resendSpooled(env, Date.now() + SPOOL_RESEND_MS)).toBe(1);
+    await until(async () => (await spooled()).length === 0);
+    expect(await totals(account)).toEqual({
+      raw: { events: 2, tokens: 8 },
+      rollup: { events: 2, tokens: 8 },
+    });
+  });
+
+  it("releases the spool of a poison message it parks in the dead-letter queue", async () => {
+    const key = `${SPOOL_PREFIX}${crypto.randomUUID()}`;
+    const body = JSON.stringify({ spool: key, events: [{ specversion: "1.0", id: "x", type: "Bad Type" }] });
+    await env.BUNDLES.put(key, body);
+    const result = await deliver([body]);
+    expect(result.explicitAcks).toHaveLength(1);
+    expect(await env.BUNDLES.head(key)).toBeNull();
   });
 });

@@ -11,14 +11,27 @@ export const ingestBodySchema = z.array(cloudEventSchema).min(1).max(1000);
 /** Bytes per queue message stay well under the 128 KB message limit. */
 const MAX_MESSAGE_BYTES = 96 * 1024;
 
+/** Where packed messages wait in R2 until stored: `spool/events/<uuid>` (fixed length, for the size limit). */
+export const SPOOL_PREFIX = "spool/events/";
+export const spoolKeySchema = z.string().regex(/^spool\/events\/[0-9a-f-]{36}$/);
+const spoolKey = () => `${SPOOL_PREFIX}${crypto.randomUUID()}`;
+
+export interface PackedMessage {
+  body: string;
+  contentType: "text";
+  spool?: string;
+}
+
 /**
  * Accepts events from an integration: every event is checked first (reserved types, amounts, capsules; see
  * `integrationEventProblems`) and one bad event refuses the whole request. The account comes from auth (never
  * the body), ids are scoped to the account, repeated ids (in the request or already stored) are counted as
  * duplicates and not sent again. Events travel in packed messages so ingestion scales past the queue's 100-message batches.
+ * Each message is spooled in R2 before the 202 and deleted by the consumer once stored; the cron sends again
+ * what the queue lost (see `resendSpooled`), so an accepted event survives a crash of the runtime.
  */
 export async function ingestEvents(
-  env: ClickHouseEnv & { EVENTS: Queue; DB: D1Database },
+  env: ClickHouseEnv & { EVENTS: Queue; DB: D1Database; BUNDLES: R2Bucket },
   accountId: string,
   events: z.output<typeof ingestBodySchema>,
   /** The ingesting request's W3C traceparent, carried on every message to the consumer. */
@@ -45,8 +58,20 @@ export async function ingestEvents(
     // The store is briefly unavailable: the consumer's own check still keeps every id to one row.
   }
   const fresh = [...scoped.values()].filter((e) => !known.has(e.id));
-  const messages = packEvents(fresh, traceparent);
-  for (let i = 0; i < messages.length; i += 100) await env.EVENTS.sendBatch(messages.slice(i, i + 100));
+  const messages = packEvents(fresh, traceparent, spoolKey);
+  // Spooled before the 202: each message's body is kept in R2 until the consumer has stored its events.
+  await Promise.all(messages.map((m) => env.BUNDLES.put(m.spool!, m.body)));
+  try {
+    for (let i = 0; i < messages.length; i += 100) {
+      await env.EVENTS.sendBatch(
+        messages.slice(i, i + 100).map(({ body, contentType }) => ({ body, contentType })),
+      );
+    }
+  } catch (error) {
+    // Not accepted: the caller gets an error and sends again, so the spool must not send these later.
+    await env.BUNDLES.delete(messages.map((m) => m.spool!)).catch(() => undefined);
+    throw error;
+  }
   return { accepted: fresh.length, duplicates: events.length - fresh.length };
 }
 
@@ -59,17 +84,27 @@ export async function ingestEvents(
 export function packEvents(
   events: CloudEvent[],
   traceparent?: string,
-): { body: string; contentType: "text" }[] {
-  const head = '{"events":[';
+  /** Names each message's spool object (carried in the body as `spool`); none without it. */
+  spool?: () => string,
+): PackedMessage[] {
+  let key = spool?.();
+  const headOf = (k: string | undefined) => (k ? `{"spool":${JSON.stringify(k)},"events":[` : '{"events":[');
+  let head = headOf(key);
   const tail = traceparent ? `],"traceparent":${JSON.stringify(traceparent)}}` : "]}";
   // The envelope's own bytes; each event adds its own and, after the first, a comma.
   const empty = head.length + utf8Bytes(tail) - 1;
-  const messages: { body: string; contentType: "text" }[] = [];
+  const messages: PackedMessage[] = [];
   let current: string[] = [];
   let size = empty;
   const flush = () => {
-    messages.push({ body: `${head}${current.join(",")}${tail}`, contentType: "text" });
+    messages.push({
+      body: `${head}${current.join(",")}${tail}`,
+      contentType: "text",
+      ...(key ? { spool: key } : {}),
+    });
     current = [];
+    key = spool?.();
+    head = headOf(key);
     size = empty;
   };
   for (const event of events) {
@@ -89,4 +124,39 @@ const encoder = new TextEncoder();
 /** UTF-8 size of a string: its length when it is ASCII, as nearly every event is. */
 function utf8Bytes(text: string): number {
   return NON_ASCII.test(text) ? encoder.encode(text).byteLength : text.length;
+}
+
+/** A spooled message older than this was lost by the queue (or is still retrying) and is sent again. */
+export const SPOOL_RESEND_MS = 120_000;
+
+/**
+ * The cron's recovery of ingested events: spooled messages older than SPOOL_RESEND_MS go to the queue again
+ * (the consumer's exactly-once check drops what was stored already, and deletes the object). Each one is
+ * written back first, which restarts its clock, so a message still waiting in a retry is not sent every run.
+ */
+export async function resendSpooled(
+  env: { EVENTS: Queue; BUNDLES: R2Bucket },
+  now = Date.now(),
+): Promise<number> {
+  let cursor: string | undefined;
+  let resent = 0;
+  for (let page = 0; page < 10; page++) {
+    const listing = await env.BUNDLES.list({
+      prefix: SPOOL_PREFIX,
+      limit: 1000,
+      ...(cursor ? { cursor } : {}),
+    });
+    const stale = listing.objects.filter((o) => now - o.uploaded.getTime() >= SPOOL_RESEND_MS).slice(0, 100);
+    for (const object of stale) {
+      const stored = await env.BUNDLES.get(object.key);
+      if (!stored) continue;
+      const body = await stored.text();
+      await env.BUNDLES.put(object.key, body);
+      await env.EVENTS.send(body, { contentType: "text" });
+      resent++;
+    }
+    if (!listing.truncated) break;
+    cursor = listing.cursor;
+  }
+  return resent;
 }

@@ -113,6 +113,10 @@ export const outbox = sqliteTable("outbox", {
   id: text("id").primaryKey(),
   body: text("body").notNull(),
   createdAt: text("created_at").notNull(),
+  /** When the row was last handed to the events queue; null until then. */
+  sentAt: text("sent_at"),
+  /** When the analytics consumer confirmed the event stored; the cron deletes the row after that. */
+  storedAt: text("stored_at"),
 });
 
 /** The FTS5 (trigram) search index over capsules; written alongside the capsule row. */

@@ -1,4 +1,4 @@
-import { asc, inArray, lt } from "drizzle-orm";
+import { and, asc, inArray, isNotNull, isNull, lt, or } from "drizzle-orm";
 import { z } from "zod";
 import type { Database } from "../db/client";
 import { newId, nowIso } from "../db/client";
@@ -44,35 +44,66 @@ interface OutboxEnv {
   EVENTS: Queue;
 }
 
+/** A row handed to the queue and not confirmed stored after this long is sent again. */
+export const OUTBOX_RESEND_MS = 120_000;
+
 /**
- * Hands outbox rows to the events Queue and deletes them once the Queue has them. Runs after each request
- * (waitUntil) and from the cron for anything left behind; a row sent twice is deduplicated downstream by id.
+ * Hands outbox rows to the events Queue and marks them sent; the analytics consumer marks them stored and
+ * the cron deletes them then, so a message the queue loses is sent again, never lost. Runs after each request
+ * (waitUntil: the rows not sent yet) and from the cron (`olderThanMs`: rows a request left unsent for that
+ * long, and rows sent OUTBOX_RESEND_MS ago and still unconfirmed). A row sent twice is deduplicated
+ * downstream by id.
  */
 export async function flushOutbox(
   db: Database,
   env: OutboxEnv,
   options: { olderThanMs?: number } = {},
 ): Promise<number> {
-  const cutoff = new Date(Date.now() - (options.olderThanMs ?? 0)).toISOString();
+  const now = Date.now();
+  const unsent = options.olderThanMs
+    ? and(isNull(outbox.sentAt), lt(outbox.createdAt, new Date(now - options.olderThanMs).toISOString()))
+    : isNull(outbox.sentAt);
+  const due = options.olderThanMs
+    ? or(
+        unsent,
+        and(isNull(outbox.storedAt), lt(outbox.sentAt, new Date(now - OUTBOX_RESEND_MS).toISOString())),
+      )
+    : unsent;
   let sent = 0;
   for (;;) {
-    const rows = await db
-      .select()
-      .from(outbox)
-      .where(options.olderThanMs ? lt(outbox.createdAt, cutoff) : undefined)
-      .orderBy(asc(outbox.createdAt))
-      .limit(100);
+    const rows = await db.select().from(outbox).where(due).orderBy(asc(outbox.createdAt)).limit(100);
     if (rows.length === 0) return sent;
     await env.EVENTS.sendBatch(
       rows.map((row) => ({ body: JSON.parse(row.body) as CloudEvent, contentType: "json" })),
     );
-    await db.delete(outbox).where(
-      inArray(
-        outbox.id,
-        rows.map((r) => r.id),
-      ),
-    );
+    const sentAt = new Date().toISOString();
+    for (const part of chunk(rows.map((r) => r.id))) {
+      await db.update(outbox).set({ sentAt }).where(inArray(outbox.id, part));
+    }
     sent += rows.length;
     if (rows.length < 100) return sent;
   }
+}
+
+/** The analytics consumer's confirmation: these events are stored, their outbox rows are done. */
+export async function markOutboxStored(db: Database, ids: string[]): Promise<void> {
+  const storedAt = new Date().toISOString();
+  for (const part of chunk(ids)) {
+    await db
+      .update(outbox)
+      .set({ storedAt })
+      .where(and(inArray(outbox.id, part), isNull(outbox.storedAt)));
+  }
+}
+
+/** Deletes the rows whose events the analytics consumer confirmed stored (the cron). */
+export async function pruneOutbox(db: Database): Promise<void> {
+  await db.delete(outbox).where(isNotNull(outbox.storedAt));
+}
+
+/** D1 binds at most 100 parameters per statement. */
+function chunk(ids: string[], size = 90): string[][] {
+  const parts: string[][] = [];
+  for (let i = 0; i < ids.length; i += size) parts.push(ids.slice(i, i + size));
+  return parts;
 }
