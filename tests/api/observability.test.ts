@@ -75,6 +75,27 @@ beforeAll(async () => {
 });
 
 describe("traces and logs", () => {
+  it("carries a request's traceparent on the outbox events it writes, to the analytics consumer", async () => {
+    const user = await signup();
+    const lines = captureLogs();
+    // A role change is recorded through the outbox (soma.account.roles_changed).
+    const res = await api(`/v1/accounts/${user.handle}/roles`, {
+      method: "POST",
+      token: env.SOMA_ADMIN_TOKEN,
+      headers: { traceparent: TRACEPARENT },
+      json: { roles: ["user", "reviewer"] },
+    });
+    expect(res.status).toBe(200);
+    const deadline = Date.now() + 15_000;
+    const stored = () =>
+      lines.find((l) => l.msg === "events stored" && l.component === "consumer" && l.traceId === TRACE_ID);
+    while (!stored() && Date.now() < deadline) await new Promise((r) => setTimeout(r, 200));
+    expect(stored()).toMatchObject({ level: "info", traceId: TRACE_ID });
+    // The consumer's span continues the request's span, not the caller's.
+    const request = lines.find((l) => l.msg === "request" && l.traceId === TRACE_ID);
+    expect(stored()?.parentSpanId).toBe(request?.spanId);
+  });
+
   it("continues the caller's traceparent with a new span, and starts a trace when there is none or it is invalid", async () => {
     const traced = await api("/healthz", { headers: { traceparent: TRACEPARENT } });
     const echoed = traced.headers.get("traceparent") ?? "";

@@ -4,6 +4,7 @@ import { matchedRoutes } from "hono/route";
 import { Logger, traceFields } from "../../shared/observability/logger";
 import { recordMetrics } from "../../shared/observability/metrics-client";
 import { continueTrace, formatTraceparent } from "../../shared/observability/trace";
+import { withTraceparent } from "../../shared/observability/trace-scope";
 import type { AppEnv } from "../context";
 
 /**
@@ -21,8 +22,9 @@ export const observeRequests = createMiddleware<AppEnv>(async (c, next) => {
   c.header("X-Request-Id", requestId);
   const trace = continueTrace(c.req.header("traceparent"));
   c.set("trace", trace);
-  c.header("traceparent", formatTraceparent(trace));
-  await next();
+  const traceparent = formatTraceparent(trace);
+  c.header("traceparent", traceparent);
+  await withTraceparent(traceparent, () => next());
   const durationMs = Date.now() - started;
   const status = c.res.status;
   const route = routePattern(c);

@@ -3,6 +3,7 @@ import { z } from "zod";
 import type { Database } from "../db/client";
 import { newId, nowIso } from "../db/client";
 import { outbox } from "../db/schema";
+import { currentTraceparent } from "../observability/trace-scope";
 
 /** A CloudEvents 1.0 event in JSON form, the envelope every domain event travels in. */
 export const cloudEventSchema = z.object({
@@ -20,8 +21,12 @@ export const cloudEventSchema = z.object({
 
 export type CloudEvent = z.output<typeof cloudEventSchema>;
 
-/** Builds a platform event; `type` is `soma.<area>.<action>`, `subject` the entity it is about. */
+/**
+ * Builds a platform event; `type` is `soma.<area>.<action>`, `subject` the entity it is about. Made during a
+ * traced request, it carries that request's `traceparent` (the CloudEvents distributed-tracing extension).
+ */
 export function cloudEvent(type: string, subject: string, data: Record<string, unknown>): CloudEvent {
+  const traceparent = currentTraceparent();
   return {
     specversion: "1.0",
     id: newId("evt"),
@@ -31,6 +36,7 @@ export function cloudEvent(type: string, subject: string, data: Record<string, u
     subject,
     datacontenttype: "application/json",
     data,
+    ...(traceparent ? { traceparent } : {}),
   };
 }
 
