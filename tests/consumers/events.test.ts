@@ -5,6 +5,7 @@ import { z } from "zod";
 import worker from "../../workers/index";
 import { queryRows } from "../../workers/shared/analytics/clickhouse";
 import {
+  ingestEvents,
   packEvents,
   resendSpooled,
   SPOOL_PREFIX,
@@ -226,6 +227,21 @@ describe("ingestion spool", () => {
       raw: { events: 2, tokens: 8 },
       rollup: { events: 2, tokens: 8 },
     });
+  });
+
+  it("spools nothing when EVENTS_SPOOL is off (queues that persist what they accept)", async () => {
+    const owner = await signup();
+    const plain = usageEvent(owner.id, 3, 3);
+    const event = { ...plain, source: "test://no-spool", data: { inputTokens: 3, outputTokens: 3 } };
+    const result = await ingestEvents({ ...env, EVENTS_SPOOL: "off" }, owner.id, [event]);
+    expect(result).toEqual({ accepted: 1, duplicates: 0 });
+    // A spooled message would be in R2 now: the consumer waits for its batch before storing and releasing.
+    const objects = await Promise.all(
+      (await spooled()).map(async (key) => (await (await env.BUNDLES.get(key))?.text()) ?? ""),
+    );
+    expect(objects.filter((body) => body.includes(event.id))).toEqual([]);
+    await until(async () => (await totals(owner.id)).raw?.events === 1);
+    expect((await totals(owner.id)).raw?.events).toBe(1);
   });
 
   it("releases the spool of a poison message it parks in the dead-letter queue", async () => {

@@ -27,11 +27,12 @@ export interface PackedMessage {
  * `integrationEventProblems`) and one bad event refuses the whole request. The account comes from auth (never
  * the body), ids are scoped to the account, repeated ids (in the request or already stored) are counted as
  * duplicates and not sent again. Events travel in packed messages so ingestion scales past the queue's 100-message batches.
- * Each message is spooled in R2 before the 202 and deleted by the consumer once stored; the cron sends again
- * what the queue lost (see `resendSpooled`), so an accepted event survives a crash of the runtime.
+ * With `EVENTS_SPOOL` "r2" (local), each message is spooled in R2 before the 202 and deleted by the consumer
+ * once stored; the cron sends again what the queue lost (see `resendSpooled`), so an accepted event survives a
+ * crash of a runtime whose queue lives in memory. Cloudflare Queues persist what they accept ("off").
  */
 export async function ingestEvents(
-  env: ClickHouseEnv & { EVENTS: Queue; DB: D1Database; BUNDLES: R2Bucket },
+  env: ClickHouseEnv & { EVENTS: Queue; DB: D1Database; BUNDLES: R2Bucket; EVENTS_SPOOL?: string },
   accountId: string,
   events: z.output<typeof ingestBodySchema>,
   /** The ingesting request's W3C traceparent, carried on every message to the consumer. */
@@ -58,9 +59,10 @@ export async function ingestEvents(
     // The store is briefly unavailable: the consumer's own check still keeps every id to one row.
   }
   const fresh = [...scoped.values()].filter((e) => !known.has(e.id));
-  const messages = packEvents(fresh, traceparent, spoolKey);
+  const spooled = env.EVENTS_SPOOL !== "off";
+  const messages = packEvents(fresh, traceparent, spooled ? spoolKey : undefined);
   // Spooled before the 202: each message's body is kept in R2 until the consumer has stored its events.
-  await Promise.all(messages.map((m) => env.BUNDLES.put(m.spool!, m.body)));
+  if (spooled) await Promise.all(messages.map((m) => env.BUNDLES.put(m.spool!, m.body)));
   try {
     for (let i = 0; i < messages.length; i += 100) {
       await env.EVENTS.sendBatch(
@@ -69,7 +71,7 @@ export async function ingestEvents(
     }
   } catch (error) {
     // Not accepted: the caller gets an error and sends again, so the spool must not send these later.
-    await env.BUNDLES.delete(messages.map((m) => m.spool!)).catch(() => undefined);
+    if (spooled) await env.BUNDLES.delete(messages.map((m) => m.spool!)).catch(() => undefined);
     throw error;
   }
   return { accepted: fresh.length, duplicates: events.length - fresh.length };
