@@ -74,7 +74,6 @@ interface Candidate {
 
 /** At most this many failed attempts per task before it fails for good (the first run plus three retries). */
 const MAX_FAILURES = 4;
-
 const MAX_HUMAN_REMEDIATIONS = 5;
 const ACTIVE_ATTEMPT = "('dispatching','queued','running','settling')";
 

@@ -37,8 +37,8 @@ const COORDINATOR_EVENT_ID = /^([0-9a-f]{64}):([1-9][0-9]{0,15})$/;
 
 /**
  * Tells the producers which of their events are now stored (stored before, too: a redelivery), so they stop
- * keeping them for a resend: the outbox rows of API events, and each project's coordinator. A failed confirmation only means a later resend, which the
- * exactly-once check absorbs, so it never fails the batch.
+ * keeping them for a resend: the outbox rows of API events, and each project's coordinator. A failed
+ * confirmation only means a later resend, which the exactly-once check absorbs, so it never fails the batch.
  */
 async function confirmToProducers(env: Env, events: CloudEvent[], log: Logger): Promise<void> {
   const outboxIds = events.filter((e) => e.source === "soma://api").map((e) => e.id);

@@ -18,6 +18,16 @@ export function database(d1: D1Database) {
 
 export type Database = ReturnType<typeof database>;
 
+/** D1 binds at most 100 parameters per statement. */
+export const IDS_PER_QUERY = 90;
+
+/** Splits a list into runs of at most `size`. */
+export function chunks<T>(items: readonly T[], size: number): T[][] {
+  const out: T[][] = [];
+  for (let i = 0; i < items.length; i += size) out.push(items.slice(i, i + size));
+  return out;
+}
+
 /** True when a D1 error is a UNIQUE constraint violation (the row already exists). */
 export function isUniqueViolation(error: unknown): boolean {
   return (

@@ -1,7 +1,7 @@
 import { and, asc, inArray, isNotNull, isNull, lt, or } from "drizzle-orm";
 import { z } from "zod";
 import type { Database } from "../db/client";
-import { newId, nowIso } from "../db/client";
+import { chunks, IDS_PER_QUERY, newId, nowIso } from "../db/client";
 import { outbox } from "../db/schema";
 import { currentTraceparent } from "../observability/trace-scope";
 
@@ -83,7 +83,10 @@ export async function flushOutbox(
       rows.map((row) => ({ body: JSON.parse(row.body) as CloudEvent, contentType: "json" })),
     );
     const sentAt = new Date().toISOString();
-    for (const part of chunk(rows.map((r) => r.id))) {
+    for (const part of chunks(
+      rows.map((r) => r.id),
+      IDS_PER_QUERY,
+    )) {
       await db.update(outbox).set({ sentAt }).where(inArray(outbox.id, part));
     }
     sent += rows.length;
@@ -94,7 +97,7 @@ export async function flushOutbox(
 /** The analytics consumer's confirmation: these events are stored, their outbox rows are done. */
 export async function markOutboxStored(db: Database, ids: string[]): Promise<void> {
   const storedAt = new Date().toISOString();
-  for (const part of chunk(ids)) {
+  for (const part of chunks(ids, IDS_PER_QUERY)) {
     await db
       .update(outbox)
       .set({ storedAt })
@@ -105,11 +108,4 @@ export async function markOutboxStored(db: Database, ids: string[]): Promise<voi
 /** Deletes the rows whose events the analytics consumer confirmed stored (the cron). */
 export async function pruneOutbox(db: Database): Promise<void> {
   await db.delete(outbox).where(isNotNull(outbox.storedAt));
-}
-
-/** D1 binds at most 100 parameters per statement. */
-function chunk(ids: string[], size = 90): string[][] {
-  const parts: string[][] = [];
-  for (let i = 0; i < ids.length; i += size) parts.push(ids.slice(i, i + size));
-  return parts;
 }

@@ -1,6 +1,6 @@
 import { and, desc, eq, inArray, isNull, lt, or, sql } from "drizzle-orm";
 import { z } from "zod";
-import { type Database, newId, nowIso } from "../db/client";
+import { chunks, type Database, IDS_PER_QUERY, newId, nowIso } from "../db/client";
 import { webhookAttempts, webhookDeliveries } from "../db/schema";
 import { fromBase64, sha256Hex, toBase64Url } from "../encoding";
 import { AppError } from "../errors";
@@ -64,17 +64,8 @@ interface DeliveryEnv {
   WEBHOOKS: Queue;
 }
 
-/** D1 binds at most 100 parameters per statement. */
-export const IDS_PER_QUERY = 90;
 const ROWS_PER_INSERT = 5;
 const MESSAGES_PER_SEND = 100;
-
-/** Splits a list into runs of at most `size`. */
-export function chunks<T>(items: readonly T[], size: number): T[][] {
-  const out: T[][] = [];
-  for (let i = 0; i < items.length; i += size) out.push(items.slice(i, i + size));
-  return out;
-}
 
 function view(row: DeliveryRow): DeliveryView {
   return {

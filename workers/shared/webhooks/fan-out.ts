@@ -1,15 +1,8 @@
 import { inArray } from "drizzle-orm";
-import { database } from "../db/client";
+import { chunks, database, IDS_PER_QUERY } from "../db/client";
 import { capsules, webhooks } from "../db/schema";
 import type { CloudEvent } from "../events/outbox";
-import {
-  chunks,
-  enqueueUnqueued,
-  IDS_PER_QUERY,
-  insertDeliveries,
-  type NewDeliveryRow,
-  newDelivery,
-} from "./deliveries";
+import { enqueueUnqueued, insertDeliveries, type NewDeliveryRow, newDelivery } from "./deliveries";
 import { type WebhookEventType, webhookEventType } from "./event-types";
 
 interface FanOutEnv {
