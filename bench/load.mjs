@@ -13,6 +13,10 @@
  *   BENCH_ACCOUNTS    client accounts (installs, events) [200]
  *   BENCH_PROJECTS    KAMACHIQ projects seeded for the status requests [3]
  *   BENCH_TIMEOUT     per-request timeout in seconds [10]
+ *   BENCH_THINK_MS    mean think time of a client between an answer and its next request, drawn uniformly from
+ *                     [0.5, 1.5] x the mean; 0 sends back to back (closed loop, a saturation test) [5000]
+ *   BENCH_EVENTS_SPOOL the Worker's EVENTS_SPOOL: off as in staging and production, or r2 as `npm start`
+ *                     runs (one R2 write per accepted batch) [off]
  */
 
 import { execFileSync } from "node:child_process";
@@ -43,7 +47,10 @@ const config = {
   accounts: int("BENCH_ACCOUNTS", 200),
   projects: int("BENCH_PROJECTS", 3),
   timeoutSeconds: int("BENCH_TIMEOUT", 10),
+  thinkMs: int("BENCH_THINK_MS", 5000, 0),
+  spool: process.env.BENCH_EVENTS_SPOOL ?? "off",
 };
+if (!["off", "r2"].includes(config.spool)) throw new Error("BENCH_EVENTS_SPOOL is off or r2");
 const GOAL_P95_MS = 500;
 const WARMUP_SECONDS = 5;
 const log = (message) => console.log(`[bench] ${message}`);
@@ -110,6 +117,11 @@ const HEADERS = [
   "codes",
 ];
 
+const pacing = () =>
+  config.thinkMs > 0
+    ? `each client thinking ${config.thinkMs / 2000}-${(1.5 * config.thinkMs) / 1000} s between requests`
+    : "back to back (closed loop)";
+
 /** The mix, then the bare health route, at one client count; prints and returns the figures. */
 async function level(platform, clickhouse, seed, clients) {
   const pids = workerdPids();
@@ -125,18 +137,20 @@ async function level(platform, clickhouse, seed, clients) {
     clients,
     seconds: config.seconds,
     timeoutSeconds: config.timeoutSeconds,
+    thinkMs: config.thinkMs,
     label: `load${clients}`,
   });
   const mixCpu = cpuDelta(before, cpuSample([...pids, clickhouse.pid]));
   mixLoad.push(loadavg()[0]);
 
-  log(`baseline: GET /healthz, ${clients} clients for ${config.seconds} s`);
+  log(`baseline: GET /healthz, ${clients} clients for ${config.seconds} s, ${pacing()}`);
   const load = [loadavg()[0]];
   before = cpuSample([...pids, clickhouse.pid]);
   const health = await runHealth(platform.url, {
     clients,
     seconds: config.seconds,
     timeoutSeconds: config.timeoutSeconds,
+    thinkMs: config.thinkMs,
   });
   const healthCpu = cpuDelta(before, cpuSample([...pids, clickhouse.pid]));
   load.push(loadavg()[0]);
@@ -204,7 +218,7 @@ async function main() {
   try {
     platform = await startPlatform(root, {
       queueConsumers: true,
-      bindings: { ...clickhouse.bindings, LOG_LEVEL: "warn" },
+      bindings: { ...clickhouse.bindings, LOG_LEVEL: "warn", EVENTS_SPOOL: config.spool },
     });
     log(`Miniflare at ${platform.url}, ClickHouse at ${clickhouse.url}`);
     const started = performance.now();

@@ -1,4 +1,5 @@
 import autocannon from "autocannon";
+import { Agent, fetch } from "undici";
 import { makeCatalog, makeHandles, seededRandom } from "./catalog.mjs";
 import { publishReviewer, publishWorker, signUpOne, twentyTaskGraph, WORKER_SOURCE } from "./kamachiq.mjs";
 import { publishAll, signUp } from "./seed.mjs";
@@ -166,7 +167,12 @@ export function splitClients(clients) {
   return Object.fromEntries(MIX.map((m, i) => [m.type, counts[i]]));
 }
 
-function runOne(base, { connections, seconds, setupRequest, timeoutSeconds }) {
+function runOne(base, options) {
+  return options.thinkMs > 0 ? runPaced(base, options) : runClosedLoop(base, options);
+}
+
+/** Back to back: each connection sends its next request as soon as the answer arrives (autocannon). */
+function runClosedLoop(base, { connections, seconds, setupRequest, timeoutSeconds }) {
   const latencies = [];
   const instance = autocannon({
     url: base,
@@ -192,10 +198,80 @@ function runOne(base, { connections, seconds, setupRequest, timeoutSeconds }) {
 }
 
 /**
+ * Paced clients: each of `connections` clients sends a request, reads the whole answer, then waits a think
+ * time drawn uniformly from [thinkMs / 2, 3 * thinkMs / 2] before the next one (people reading a page, a
+ * dashboard polling, an SDK flushing every few seconds), so the offered load follows from the client count
+ * instead of from how fast the server answers. Clients start spread over one think time. Each keeps its own
+ * keep-alive connection. Same result shape as the closed-loop run; `requests` counts answers.
+ */
+async function runPaced(base, { connections, seconds, setupRequest, timeoutSeconds, thinkMs }) {
+  const latencies = [];
+  const statusCodes = {};
+  let ok = 0;
+  let non2xx = 0;
+  let timeouts = 0;
+  let connectionErrors = 0;
+  const started = performance.now();
+  const deadline = started + seconds * 1000;
+  const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+  const think = () => thinkMs * (0.5 + Math.random());
+  // One agent per client: undici pools by origin, and a client is one connection as with autocannon.
+  const client = async () => {
+    const agent = new Agent({ connections: 1, keepAliveTimeout: 60_000 });
+    await sleep(Math.random() * thinkMs);
+    while (performance.now() < deadline) {
+      const request = setupRequest({ method: "GET", path: "/" });
+      const sent = performance.now();
+      try {
+        const response = await fetch(`${base}${request.path}`, {
+          method: request.method ?? "GET",
+          headers: request.headers,
+          body: request.body,
+          dispatcher: agent,
+          signal: AbortSignal.timeout(timeoutSeconds * 1000),
+        });
+        await response.arrayBuffer();
+        latencies.push(performance.now() - sent);
+        const code = String(response.status);
+        statusCodes[code] = { count: (statusCodes[code]?.count ?? 0) + 1 };
+        if (response.status >= 200 && response.status < 300) ok += 1;
+        else non2xx += 1;
+      } catch (error) {
+        if (error?.name === "TimeoutError") timeouts += 1;
+        else connectionErrors += 1;
+      }
+      const wait = Math.min(think(), deadline - performance.now());
+      if (wait > 0) await sleep(wait);
+    }
+    await agent.close();
+  };
+  await Promise.all(Array.from({ length: connections }, client));
+  const elapsed = (performance.now() - started) / 1000;
+  return {
+    connections,
+    requests: latencies.length,
+    reqPerSec: latencies.length / elapsed,
+    ok,
+    non2xx,
+    timeouts,
+    connectionErrors,
+    statusCodes,
+    latency: summarize(latencies),
+    latencies,
+    seconds: elapsed,
+    thinkMs,
+  };
+}
+
+/**
  * Drives the mix for `seconds` with `clients` connections split per MIX, all types at once.
  * @returns {Promise<{ byType: Record<string, object>, overall: object }>}
  */
-export async function runMix(base, seed, { clients, seconds, timeoutSeconds = 10, label = "load" }) {
+export async function runMix(
+  base,
+  seed,
+  { clients, seconds, timeoutSeconds = 10, thinkMs = 0, label = "load" },
+) {
   const split = splitClients(clients);
   const runs = await Promise.all(
     MIX.map((m) =>
@@ -203,6 +279,7 @@ export async function runMix(base, seed, { clients, seconds, timeoutSeconds = 10
         connections: split[m.type],
         seconds,
         timeoutSeconds,
+        thinkMs,
         setupRequest: requestsFor(m.type, seed, `${label}-${Date.now()}`),
       }),
     ),
@@ -235,11 +312,12 @@ export function combine(runs) {
 }
 
 /** The bare health route with `clients` connections, as the baseline of the same run. */
-export function runHealth(base, { clients, seconds, timeoutSeconds = 10 }) {
+export function runHealth(base, { clients, seconds, timeoutSeconds = 10, thinkMs = 0 }) {
   return runOne(base, {
     connections: clients,
     seconds,
     timeoutSeconds,
+    thinkMs,
     setupRequest: (request) => ({ ...request, path: "/healthz" }),
   });
 }

@@ -106,6 +106,27 @@ function trigrams(text: string): Set<string> {
   return out;
 }
 
+/**
+ * Trigram sets of listing texts seen by this isolate, keyed by the text itself (so always right): ranking a
+ * search re-reads the same few hundred candidates, and splitting their texts was most of its JavaScript time.
+ * Bounded; the oldest entry goes first.
+ */
+const textTrigrams = new Map<string, Set<string>>();
+const MAX_CACHED_TEXTS = 10_000;
+
+function cachedTrigrams(text: string): Set<string> {
+  let found = textTrigrams.get(text);
+  if (!found) {
+    found = trigrams(text);
+    if (textTrigrams.size >= MAX_CACHED_TEXTS) {
+      const oldest = textTrigrams.keys().next();
+      if (!oldest.done) textTrigrams.delete(oldest.value);
+    }
+    textTrigrams.set(text, found);
+  }
+  return found;
+}
+
 const ORDER_BY: Record<Exclude<CatalogSort, "relevance">, string> = {
   popular: "c.install_count DESC, c.execution_count DESC, c.name",
   rating: "c.rating_avg DESC, c.rating_count DESC, c.name",
@@ -184,8 +205,8 @@ export async function searchCatalog(
     rows = await candidates(quoted.join(" OR "));
   const scored = rows
     .map((row) => {
-      const nameTrigrams = trigrams(row.name.replace("/", " "));
-      const text = trigrams(`${row.description} ${row.tags.join(" ")}`);
+      const nameTrigrams = cachedTrigrams(row.name.replace("/", " "));
+      const text = cachedTrigrams(`${row.description} ${row.tags.join(" ")}`);
       let nameHits = 0;
       let textHits = 0;
       for (const t of queryTrigrams) {
@@ -262,34 +283,48 @@ export interface VersionSummary {
   yankReason: string | null;
 }
 
-/** One capsule: its listing, the latest manifest and every version, newest first. */
+/**
+ * One capsule: its listing, the latest manifest and every version, newest first. Three reads in one D1 round
+ * trip; only the latest version's manifest is read (older manifests can be large and are not shown).
+ */
 export async function capsuleDetail(db: Database, name: string) {
-  const [found] = await db
-    .select({ capsule: capsules, handle: accounts.handle, verifiedAt: accounts.verifiedAt })
-    .from(capsules)
-    .leftJoin(accounts, eq(accounts.id, capsules.ownerId))
-    .where(eq(capsules.name, name))
-    .limit(1);
+  const [[found], versions, [latest]] = await db.batch([
+    db
+      .select({ capsule: capsules, handle: accounts.handle, verifiedAt: accounts.verifiedAt })
+      .from(capsules)
+      .leftJoin(accounts, eq(accounts.id, capsules.ownerId))
+      .where(eq(capsules.name, name))
+      .limit(1),
+    db
+      .select({
+        version: capsuleVersions.version,
+        status: capsuleVersions.status,
+        sha256: capsuleVersions.sha256,
+        size: capsuleVersions.size,
+        keyid: capsuleVersions.keyid,
+        publishedAt: capsuleVersions.publishedAt,
+        deprecationMessage: capsuleVersions.deprecationMessage,
+        yankReason: capsuleVersions.yankReason,
+      })
+      .from(capsuleVersions)
+      .where(eq(capsuleVersions.name, name)),
+    db
+      .select({ manifest: capsuleVersions.manifest })
+      .from(capsuleVersions)
+      .innerJoin(
+        capsules,
+        and(eq(capsules.id, capsuleVersions.capsuleId), eq(capsules.latestVersion, capsuleVersions.version)),
+      )
+      .where(eq(capsules.name, name))
+      .limit(1),
+  ]);
   if (!found) throw new AppError("NOT_FOUND", `No capsule ${name}`);
   const row: ListedRow = { ...found.capsule, publisher: publisherOf(found.capsule, found) };
-  const versions = await db.select().from(capsuleVersions).where(eq(capsuleVersions.capsuleId, row.id));
   versions.sort((a, b) => semver.rcompare(a.version, b.version));
-  const latest = versions.find((v) => v.version === row.latestVersion);
   return {
     capsule: item(row),
     manifest: latest?.manifest ?? null,
-    versions: versions.map(
-      (v): VersionSummary => ({
-        version: v.version,
-        status: v.status,
-        sha256: v.sha256,
-        size: v.size,
-        keyid: v.keyid,
-        publishedAt: v.publishedAt,
-        deprecationMessage: v.deprecationMessage,
-        yankReason: v.yankReason,
-      }),
-    ),
+    versions: versions satisfies VersionSummary[],
   };
 }
 
