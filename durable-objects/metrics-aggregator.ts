@@ -42,28 +42,52 @@ export class MetricsAggregator extends DurableObject<Env> {
       else rejected++;
     }
     rejected += Math.max(0, observations.length - MAX_OBSERVATIONS_PER_CALL);
+    // One upsert per series and bucket of the batch, not per observation: a batch is mostly a few busy routes.
+    const totals = new Map<
+      string,
+      {
+        name: ParsedObservation["name"];
+        labels: string;
+        count: number;
+        sum: number;
+        buckets: Map<number, number>;
+      }
+    >();
+    for (const observation of valid) {
+      const labels = labelText(observation.labels);
+      const key = `${observation.name}\n${labels}`;
+      let total = totals.get(key);
+      if (!total) {
+        total = { name: observation.name, labels, count: 0, sum: 0, buckets: new Map() };
+        totals.set(key, total);
+      }
+      total.count += 1;
+      total.sum += observation.value;
+      const le = bucketsOf(observation.name)?.find((bound) => observation.value <= bound);
+      if (le !== undefined) total.buckets.set(le, (total.buckets.get(le) ?? 0) + 1);
+      recorded++;
+    }
     this.ctx.storage.transactionSync(() => {
-      for (const observation of valid) {
-        const labels = this.seriesKey(observation.name, labelText(observation.labels));
+      for (const total of totals.values()) {
+        const labels = this.seriesKey(total.name, total.labels);
         this.sql.exec(
-          `INSERT INTO series (name, labels, count, sum) VALUES (?, ?, 1, ?)
-           ON CONFLICT (name, labels) DO UPDATE SET count = count + 1, sum = sum + excluded.sum`,
-          observation.name,
+          `INSERT INTO series (name, labels, count, sum) VALUES (?, ?, ?, ?)
+           ON CONFLICT (name, labels) DO UPDATE SET count = count + excluded.count, sum = sum + excluded.sum`,
+          total.name,
           labels,
-          observation.value,
+          total.count,
+          total.sum,
         );
-        const bounds = bucketsOf(observation.name);
-        const le = bounds?.find((bound) => observation.value <= bound);
-        if (le !== undefined) {
+        for (const [le, count] of total.buckets) {
           this.sql.exec(
-            `INSERT INTO buckets (name, labels, le, count) VALUES (?, ?, ?, 1)
-             ON CONFLICT (name, labels, le) DO UPDATE SET count = count + 1`,
-            observation.name,
+            `INSERT INTO buckets (name, labels, le, count) VALUES (?, ?, ?, ?)
+             ON CONFLICT (name, labels, le) DO UPDATE SET count = count + excluded.count`,
+            total.name,
             labels,
             le,
+            count,
           );
         }
-        recorded++;
       }
     });
     if (rejected > 0) this.log.warn("observations rejected", { rejected, recorded });
