@@ -106,6 +106,30 @@ describe("GET /v1/capsules", () => {
     ]);
   });
 
+  it("pages one ranking across page sizes and shows a capsule published after a search at once", async () => {
+    const author = await signup();
+    const word = `zq${author.handle.replace(/[^a-z0-9]/g, "").slice(-8)}`;
+    for (const n of [1, 2, 3]) {
+      await publish(author.apiKey, {
+        name: `${author.handle}/probe-${n}`,
+        description: `Probe ${word} number ${n} for ranking reuse.`,
+      });
+    }
+    const all = await search(`q=${word}&limit=10`);
+    expect(all.items).toHaveLength(3);
+    const first = await search(`q=${word}&limit=2`);
+    const second = await search(`q=${word}&limit=2&cursor=${first.nextCursor}`);
+    expect([...first.items, ...second.items].map((i) => i.name)).toEqual(all.items.map((i) => i.name));
+    // Within the ranking's reuse window: the publish itself makes the next search see the new capsule.
+    await publish(author.apiKey, {
+      name: `${author.handle}/probe-4`,
+      description: `Probe ${word} number 4 for ranking reuse.`,
+    });
+    const after = await search(`q=${word}&limit=11`);
+    expect(after.items.map((i) => i.name)).toContain(`${author.handle}/probe-4`);
+    expect(after.items).toHaveLength(4);
+  });
+
   it.each(["limit=0", "limit=1000", "sort=random", "category=Nope", "cursor=%%%", "unknown=1"])(
     "rejects the query %s with 400",
     async (query) => {

@@ -4,6 +4,7 @@ import { generateApiKey, hashApiKey } from "../auth/api-keys";
 import type { Role } from "../auth/roles";
 import { type ApiKeyScope, scopesFromStored } from "../auth/scopes";
 import { AppError } from "../errors";
+import { forgetRankedSearches } from "../marketplace/search-memo";
 import { type Database, isUniqueViolation, newId, nowIso } from "./client";
 import { accounts, apiKeys } from "./schema";
 
@@ -146,6 +147,8 @@ export async function setPublisherVerified(
         : sql`EXISTS (SELECT 1 FROM accounts WHERE id = ${before.id} AND verified_at IS NULL)`,
     ),
   ]);
+  // The verified filter and badge of catalog searches read this.
+  forgetRankedSearches();
   const [row] = updated;
   await sealAuditLog(db);
   if (!row) {

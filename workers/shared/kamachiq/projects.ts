@@ -149,6 +149,30 @@ export async function createProject(
  * only the owner or an admin may `manage` it (cancel it, change its budget): a reviewer judges work, never
  * spends or stops someone else's money.
  */
+/**
+ * Project owners this isolate has looked up. A project's owner never changes and projects are never deleted,
+ * so a found owner stays right; unknown ids are not remembered (the project may be created next). Bounded.
+ */
+const owners = new Map<string, string>();
+const MAX_CACHED_OWNERS = 10_000;
+
+async function projectOwner(db: Database, projectId: string): Promise<string | undefined> {
+  const known = owners.get(projectId);
+  if (known !== undefined) return known;
+  const [row] = await db
+    .select({ ownerId: projects.ownerId })
+    .from(projects)
+    .where(eq(projects.id, projectId))
+    .limit(1);
+  if (!row) return undefined;
+  if (owners.size >= MAX_CACHED_OWNERS) {
+    const oldest = owners.keys().next();
+    if (!oldest.done) owners.delete(oldest.value);
+  }
+  owners.set(projectId, row.ownerId);
+  return row.ownerId;
+}
+
 export async function projectFor(
   env: ProjectEnv,
   db: Database,
@@ -156,15 +180,12 @@ export async function projectFor(
   projectId: string,
   access: "view" | "manage" = "view",
 ): Promise<CoordinatorApi> {
-  const [row] = await db
-    .select({ ownerId: projects.ownerId })
-    .from(projects)
-    .where(eq(projects.id, projectId))
-    .limit(1);
-  const owner = row !== undefined && row.ownerId === principal.accountId;
+  const ownerId = await projectOwner(db, projectId);
+  const owner = ownerId !== undefined && ownerId === principal.accountId;
   const admin = principal.roles.includes("admin");
   const privileged = admin || principal.roles.includes("reviewer");
-  if (!row || (!owner && !privileged)) throw new AppError("NOT_FOUND", `No project ${projectId}`);
+  if (ownerId === undefined || (!owner && !privileged))
+    throw new AppError("NOT_FOUND", `No project ${projectId}`);
   if (access === "manage" && !owner && !admin) {
     throw new AppError("FORBIDDEN", "Only the project's owner or an admin may change it");
   }

@@ -8,6 +8,7 @@ import { AppError } from "../errors";
 import { cloudEvent, outboxInsert } from "../events/outbox";
 import { publishedKeys } from "../storage/bundles";
 import { refreshListing } from "./publishing";
+import { rankedSearch, rememberRankedSearch } from "./search-memo";
 
 export const SORTS = ["relevance", "popular", "rating", "recent", "name"] as const;
 export type CatalogSort = (typeof SORTS)[number];
@@ -186,23 +187,43 @@ export async function searchCatalog(
   }
 
   const quoted = [...queryTrigrams].map((t) => `"${t}"`);
-  const candidates = async (match: string) =>
-    (
+  const sort = query.sort ?? "relevance";
+  const baseKey = JSON.stringify([
+    q,
+    query.category ?? null,
+    query.tag ?? null,
+    query.pricing ?? null,
+    query.verified ?? null,
+    sort,
+  ]);
+  const ranked = async (mode: "all" | "any") => {
+    const key = `${mode} ${baseKey}`;
+    const remembered = rankedSearch<ListedRow>(key);
+    if (remembered) return remembered;
+    const rows = (
       await db.all<Record<string, unknown>>(
         sql`SELECT c.*, ${PUBLISHER_COLUMNS} FROM capsules c ${PUBLISHER_JOIN} WHERE ${sql.join(
           [
-            sql`c.id IN (SELECT capsule_id FROM capsules_fts WHERE capsules_fts MATCH ${match} ORDER BY rank LIMIT ${SEARCH_CANDIDATES})`,
+            sql`c.id IN (SELECT capsule_id FROM capsules_fts WHERE capsules_fts MATCH ${quoted.join(mode === "all" ? " AND " : " OR ")} ORDER BY rank LIMIT ${SEARCH_CANDIDATES})`,
             ...filters,
           ],
           sql` AND `,
         )}`,
       )
     ).map(fromRaw);
+    const result = rankRows(rows, queryTrigrams, sort);
+    rememberRankedSearch(key, rows.length, result);
+    return { candidates: rows.length, ranked: result };
+  };
   // Every trigram present is the common case and cheap (the intersection is small); only when that finds too
   // little (a misspelling) does the search widen to any trigram, which is what makes it typo tolerant.
-  let rows = await candidates(quoted.join(" AND "));
-  if (rows.length < offset + query.limit + 1 && quoted.length > 1)
-    rows = await candidates(quoted.join(" OR "));
+  let found = await ranked("all");
+  if (found.candidates < offset + query.limit + 1 && quoted.length > 1) found = await ranked("any");
+  return page(found.ranked.slice(offset, offset + query.limit + 1), query.limit, offset);
+}
+
+/** Scores candidates by the query's trigrams in their name and text, drops weak matches, sorts by `sort`. */
+function rankRows(rows: ListedRow[], queryTrigrams: Set<string>, sort: CatalogSort): ListedRow[] {
   const scored = rows
     .map((row) => {
       const nameTrigrams = cachedTrigrams(row.name.replace("/", " "));
@@ -217,7 +238,6 @@ export async function searchCatalog(
       return { row, coverage, score: (2 * nameHits + textHits) / queryTrigrams.size };
     })
     .filter((s) => s.coverage >= 0.4);
-  const sort = query.sort ?? "relevance";
   scored.sort((a, b) => {
     if (sort === "relevance")
       return (
@@ -228,11 +248,7 @@ export async function searchCatalog(
     if (sort === "recent") return b.row.updatedAt.localeCompare(a.row.updatedAt);
     return a.row.name.localeCompare(b.row.name);
   });
-  return page(
-    scored.slice(offset, offset + query.limit + 1).map((s) => s.row),
-    query.limit,
-    offset,
-  );
+  return scored.map((s) => s.row);
 }
 
 function page(rows: ListedRow[], limit: number, offset: number) {

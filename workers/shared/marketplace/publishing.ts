@@ -16,6 +16,7 @@ import { ensureKeyRegistered } from "../signing/registry";
 import { buildSbom, CYCLONEDX_MEDIA_TYPE, capsulePurl, type ResolvedDependency } from "../signing/sbom";
 import { publishedKeys, readObject } from "../storage/bundles";
 import { bundleLimits } from "./limits";
+import { forgetRankedSearches } from "./search-memo";
 import { pickLatest } from "./versions";
 
 export interface PublishEnv {
@@ -274,4 +275,5 @@ export async function refreshListing(db: Database, name: string): Promise<void> 
       capsuleId: capsule.id,
     }),
   ] as unknown as Parameters<typeof db.batch>[0]);
+  forgetRankedSearches();
 }
