@@ -3,7 +3,11 @@
  * the platform on the Miniflare API with its queue consumers and a ClickHouse server of the run's own. Reports
  * availability (share of 2xx answers), p50/p95 per minute, and the resident memory (VmRSS) of the workerd
  * process sampled every 10 s, with a flatness verdict: the least-squares slope of RSS over the second half of
- * the run. 127.0.0.1 only; stops by itself; writes bench/results/soak-<time>.json.
+ * the run. Beside RSS, the used JS heap of every isolate (the Worker's, and Miniflare's D1, R2, Queues and cache
+ * workers) is read over workerd's V8 inspector at each sample, so growth can be told apart: heap that climbs is
+ * JavaScript objects kept alive, RSS that climbs while the heaps stay level is native memory (SQLite page
+ * caches of the Durable Objects and D1, allocator slack). 127.0.0.1 only; stops by itself; writes
+ * bench/results/soak-<time>.json.
  *
  * Environment (defaults in brackets):
  *   BENCH_MINUTES     how long the mix runs, in one-minute rounds [30]
@@ -19,6 +23,7 @@ import { cpus, loadavg, totalmem } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { startBenchClickHouse } from "./lib/clickhouse.mjs";
+import { freePort, heapUsage, inspectIsolates } from "./lib/inspector.mjs";
 import { combine, MIX, runMix, seedMix } from "./lib/mix.mjs";
 import { workerdPids } from "./lib/proc.mjs";
 import { startPlatform } from "./lib/server.mjs";
@@ -81,7 +86,9 @@ async function main() {
   const clickhouse = await startBenchClickHouse();
   let platform;
   let sampler;
+  let isolates = [];
   try {
+    process.env.BENCH_INSPECTOR_PORT ??= String(await freePort());
     platform = await startPlatform(root, {
       queueConsumers: true,
       bindings: { ...clickhouse.bindings, LOG_LEVEL: "warn" },
@@ -95,13 +102,17 @@ async function main() {
     const pids = workerdPids();
     if (pids.length !== 1)
       log(`note: ${pids.length} workerd processes (${pids.join(", ")}); RSS is their sum`);
+    isolates = await inspectIsolates(Number(process.env.BENCH_INSPECTOR_PORT));
     const rss = [];
     const startedAt = performance.now();
-    const sample = () => {
+    const sample = async () => {
       const mib = pids.reduce((n, pid) => n + rssMiB(pid), 0);
-      rss.push({ seconds: (performance.now() - startedAt) / 1000, mib, load: loadavg()[0] });
+      const point = { seconds: (performance.now() - startedAt) / 1000, mib, load: loadavg()[0] };
+      rss.push(point);
+      point.heapMiB = await heapUsage(isolates);
+      point.heapTotalMiB = Object.values(point.heapMiB).reduce((n, v) => n + v, 0);
     };
-    sample();
+    await sample();
     sampler = setInterval(sample, RSS_SAMPLE_MS);
     const minutes = [];
     const runs = [];
@@ -126,14 +137,15 @@ async function main() {
         p95: overall.latency.p95,
         p95ByType: Object.fromEntries(MIX.map((m) => [m.type, byType[m.type].latency.p95])),
         rssMiB: rss[rss.length - 1]?.mib,
+        heapMiB: rss[rss.length - 1]?.heapTotalMiB,
         loadAverage: loadavg()[0],
       });
       log(
-        `minute ${minute}: ${overall.requests} requests, ${errors} errors, p50 ${ms(overall.latency.p50)} ms, p95 ${ms(overall.latency.p95)} ms, workerd RSS ${rss[rss.length - 1]?.mib.toFixed(1)} MiB`,
+        `minute ${minute}: ${overall.requests} requests, ${errors} errors, p50 ${ms(overall.latency.p50)} ms, p95 ${ms(overall.latency.p95)} ms, workerd RSS ${rss[rss.length - 1]?.mib.toFixed(1)} MiB, JS heaps ${rss[rss.length - 1]?.heapTotalMiB?.toFixed(1)} MiB`,
       );
     }
     clearInterval(sampler);
-    sample();
+    await sample();
     const all = combine(runs);
     const total = all.requests + all.connectionErrors + all.timeouts;
     const availability = total > 0 ? all.ok / total : Number.NaN;
@@ -164,12 +176,25 @@ async function main() {
       flat,
       flatRule: `|slope| < ${FLAT_SHARE_PER_HOUR * 100}% of the mean per hour over the second half`,
     };
+    const heapHalf = half.filter((p) => Number.isFinite(p.heapTotalMiB));
+    const heapMibPerHour = slope(heapHalf.map((p) => ({ x: p.seconds, y: p.heapTotalMiB }))) * 3600;
+    const heapMean = heapHalf.reduce((n, p) => n + p.heapTotalMiB, 0) / heapHalf.length;
+    const lastHeaps = rss[rss.length - 1].heapMiB ?? {};
+    results.heap = {
+      first: rss[0].heapTotalMiB,
+      last: rss[rss.length - 1].heapTotalMiB,
+      secondHalfSlopeMiBPerHour: heapMibPerHour,
+      secondHalfMeanMiB: heapMean,
+      flat: Math.abs(heapMibPerHour) < FLAT_SHARE_PER_HOUR * heapMean,
+      firstByIsolate: rss[0].heapMiB,
+      lastByIsolate: lastHeaps,
+    };
     results.workerErrors = platform.workerErrors.slice(0, 20);
 
     console.log("");
     console.log(
       table(
-        ["minute", "requests", "req/s", "errors", "p50 ms", "p95 ms", "RSS MiB", "load"],
+        ["minute", "requests", "req/s", "errors", "p50 ms", "p95 ms", "RSS MiB", "heaps MiB", "load"],
         minutes.map((m) => [
           m.minute,
           m.requests,
@@ -178,6 +203,7 @@ async function main() {
           ms(m.p50),
           ms(m.p95),
           m.rssMiB?.toFixed(1) ?? "-",
+          m.heapMiB?.toFixed(1) ?? "-",
           m.loadAverage.toFixed(2),
         ]),
       ),
@@ -189,6 +215,14 @@ async function main() {
     console.log(
       `workerd RSS ${results.rss.first.toFixed(1)} -> ${results.rss.last.toFixed(1)} MiB (max ${results.rss.max.toFixed(1)}); second-half slope ${mibPerHour.toFixed(1)} MiB/h on a mean of ${meanMib.toFixed(1)} MiB: ${flat ? "flat" : "NOT flat"} (${results.rss.flatRule})`,
     );
+    const heaps = Object.entries(lastHeaps)
+      .sort((a, b) => b[1] - a[1])
+      .slice(0, 5)
+      .map(([name, mib]) => `${name} ${mib.toFixed(1)} (from ${(rss[0].heapMiB?.[name] ?? 0).toFixed(1)})`)
+      .join(", ");
+    console.log(
+      `JS heaps of all isolates ${results.heap.first?.toFixed(1)} -> ${results.heap.last?.toFixed(1)} MiB; second-half slope ${heapMibPerHour.toFixed(1)} MiB/h on a mean of ${heapMean.toFixed(1)} MiB: ${results.heap.flat ? "flat" : "NOT flat"}; largest: ${heaps}`,
+    );
     const dir = join(root, "bench", "results");
     await mkdir(dir, { recursive: true });
     const file = join(dir, `soak-${runAt.replaceAll(":", "-")}.json`);
@@ -196,6 +230,7 @@ async function main() {
     log(`results in ${file}`);
   } finally {
     clearInterval(sampler);
+    for (const isolate of isolates) isolate.close();
     await platform?.stop();
     await clickhouse.stop();
   }
