@@ -13,10 +13,15 @@ async function untilHit(path: string, token?: string): Promise<Response> {
 }
 
 describe("response cache", () => {
-  it("answers a repeated catalog search from the cache with the same body and no cache header of its own", async () => {
+  it("answers a repeated catalog page from the cache with the same body and no cache header of its own", async () => {
     const author = await signup();
-    await publish(author.apiKey, { name: `${author.handle}/cache-probe`, description: "Probes the cache." });
-    const path = `/v1/capsules?q=${author.handle}`;
+    const tag = `probe${author.handle.replace(/[^a-z0-9]/g, "").slice(-10)}`;
+    await publish(author.apiKey, {
+      name: `${author.handle}/cache-probe`,
+      description: "Probes the cache.",
+      tags: [tag],
+    });
+    const path = `/v1/capsules?tag=${tag}`;
     const first = await api(path);
     expect(first.status).toBe(200);
     expect(first.headers.get("X-Cache")).toBe("MISS");
@@ -25,6 +30,17 @@ describe("response cache", () => {
     expect(await hit.json()).toEqual(body);
     expect(hit.headers.get("Cache-Control")).toBeNull();
     expect(hit.headers.get("X-Request-Id")).not.toBe(first.headers.get("X-Request-Id"));
+  });
+
+  it("leaves text searches to the ranking reuse, not the Cache API", async () => {
+    const author = await signup();
+    await publish(author.apiKey, { name: `${author.handle}/cache-text`, description: "Probes text search." });
+    for (let i = 0; i < 3; i++) {
+      const res = await api(`/v1/capsules?q=${author.handle}`);
+      expect(res.status).toBe(200);
+      expect(res.headers.get("X-Cache")).toBeNull();
+      await res.arrayBuffer();
+    }
   });
 
   it("keeps a caller's cached analytics to that caller", async () => {

@@ -4,11 +4,12 @@ import type { AppEnv } from "../context";
 /**
  * Caches successful GET answers briefly with the Workers Cache API (per caller unless the answer is public):
  * dashboards that refresh every few seconds and popular searches then cost one query per window, not one per
- * viewer and refresh.
+ * viewer and refresh. `skip` leaves out requests a cheaper layer already serves.
  */
-export const cacheFor = (seconds: number, options: { shared?: boolean } = {}) =>
+export const cacheFor = (seconds: number, options: { shared?: boolean; skip?: (url: URL) => boolean } = {}) =>
   createMiddleware<AppEnv>(async (c, next) => {
     if (c.req.method !== "GET" || typeof caches === "undefined") return next();
+    if (options.skip?.(new URL(c.req.url))) return next();
     const principal = c.get("principal");
     const url = new URL(c.req.url);
     // Public answers share one entry; anything else is cached per caller.

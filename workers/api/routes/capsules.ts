@@ -27,8 +27,13 @@ import { rateLimit } from "../middleware/rate-limit";
 import { readBodyBounded } from "../request-body";
 import { jsonBody, pathParams, queryParams } from "../validate";
 
-/** Catalog pages are public and change only on publish: a few seconds of caching absorbs search bursts. */
+/**
+ * Catalog pages are public and change only on publish: a few seconds of caching absorbs browsing bursts. Text
+ * searches skip the Cache API: each isolate reuses a query's ranking for as long (search-memo.ts), which serves
+ * every page size and cursor of it, where a Cache API entry serves one URL and costs a write per miss.
+ */
 const CATALOG_CACHE_SECONDS = 5;
+const textSearch = (url: URL) => (url.searchParams.get("q") ?? "").trim() !== "";
 
 const segment = z.string().regex(/^[a-z0-9][a-z0-9._-]{0,63}$/, "not a valid name segment");
 const capsuleParams = z.object({ ns: segment, name: segment });
@@ -86,9 +91,14 @@ export const capsuleRoutes = new Hono<AppEnv>()
     c.executionCtx.waitUntil(flushOutbox(database(c.env.DB), c.env));
     return c.json({ submission }, 201);
   })
-  .get("/", queryParams(catalogQuery), cacheFor(CATALOG_CACHE_SECONDS, { shared: true }), async (c) => {
-    return c.json(await searchCatalog(database(c.env.DB), c.req.valid("query")));
-  })
+  .get(
+    "/",
+    queryParams(catalogQuery),
+    cacheFor(CATALOG_CACHE_SECONDS, { shared: true, skip: textSearch }),
+    async (c) => {
+      return c.json(await searchCatalog(database(c.env.DB), c.req.valid("query")));
+    },
+  )
   .get("/:ns/:name", pathParams(capsuleParams), async (c) => {
     const { ns, name } = c.req.valid("param");
     return c.json(await capsuleDetail(database(c.env.DB), `${ns}/${name}`));
