@@ -15,7 +15,7 @@ import {
 import { database } from "../../shared/db/client";
 import { HANDLE_PATTERN } from "../../shared/domain/manifest";
 import { AppError } from "../../shared/errors";
-import { flushOutbox } from "../../shared/events/outbox";
+import { flushOutboxSoon } from "../../shared/events/outbox";
 import { recordRolesChanged, recordVerificationChanged } from "../../shared/events/security-events";
 import type { AppEnv } from "../context";
 import { withAccount, withRole } from "../middleware/guards";
@@ -77,7 +77,7 @@ export const accountRoutes = new Hono<AppEnv>()
       const actor = requirePrincipal(c.get("principal"));
       const account = await setRoles(db, actor, c.req.valid("param").handle, c.req.valid("json").roles);
       await recordRolesChanged(db, account, actor);
-      c.executionCtx.waitUntil(flushOutbox(db, c.env));
+      flushOutboxSoon(db, c.env, c.executionCtx);
       return c.json({ account });
     },
   )
@@ -97,7 +97,7 @@ export const accountRoutes = new Hono<AppEnv>()
       );
       if (changed) {
         await recordVerificationChanged(db, account, actor);
-        c.executionCtx.waitUntil(flushOutbox(db, c.env));
+        flushOutboxSoon(db, c.env, c.executionCtx);
       }
       return c.json({ account });
     },

@@ -7,7 +7,7 @@ import { priceChange, pricingView } from "../../shared/economics/prices";
 import { toMicroUsd } from "../../shared/economics/pricing";
 import { setAuthorSharePct } from "../../shared/economics/revenue-share";
 import { AppError } from "../../shared/errors";
-import { flushOutbox } from "../../shared/events/outbox";
+import { flushOutboxSoon } from "../../shared/events/outbox";
 import {
   type ArtifactKind,
   capsuleDetail,
@@ -88,7 +88,7 @@ export const capsuleRoutes = new Hono<AppEnv>()
     }
     const bytes = await readBodyBounded(c.req.raw, bundleLimits(c.env).maxCompressedBytes);
     const submission = await submitBundle(c.env, database(c.env.DB), principal, bytes);
-    c.executionCtx.waitUntil(flushOutbox(database(c.env.DB), c.env));
+    flushOutboxSoon(database(c.env.DB), c.env, c.executionCtx);
     return c.json({ submission }, 201);
   })
   .get(
@@ -135,7 +135,7 @@ export const capsuleRoutes = new Hono<AppEnv>()
         c.req.valid("json").authorSharePct,
         requirePrincipal(c.get("principal")),
       );
-      c.executionCtx.waitUntil(flushOutbox(db, c.env));
+      flushOutboxSoon(db, c.env, c.executionCtx);
       return c.json({ revenueShare: share });
     },
   )
@@ -163,7 +163,7 @@ export const capsuleRoutes = new Hono<AppEnv>()
         amountMicroUsd: toMicroUsd(body.amountUsd),
       });
       if (change) await db.batch(change.statements as unknown as Parameters<typeof db.batch>[0]);
-      c.executionCtx.waitUntil(flushOutbox(db, c.env));
+      flushOutboxSoon(db, c.env, c.executionCtx);
       return c.json({ pricing: await pricingView(db, capsule), changed: change !== null });
     },
   )
@@ -182,7 +182,7 @@ export const capsuleRoutes = new Hono<AppEnv>()
         version,
         c.req.valid("json").message,
       );
-      c.executionCtx.waitUntil(flushOutbox(db, c.env));
+      flushOutboxSoon(db, c.env, c.executionCtx);
       return c.json({ version: result });
     },
   )
@@ -201,7 +201,7 @@ export const capsuleRoutes = new Hono<AppEnv>()
         version,
         c.req.valid("json").reason,
       );
-      c.executionCtx.waitUntil(flushOutbox(db, c.env));
+      flushOutboxSoon(db, c.env, c.executionCtx);
       return c.json({ version: result });
     },
   );

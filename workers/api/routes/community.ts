@@ -27,7 +27,7 @@ import {
 import { TRENDING_DECAY_DAYS, TRENDING_WINDOW_DAYS } from "../../shared/community/scoring";
 import { database } from "../../shared/db/client";
 import { capsuleNameSchema } from "../../shared/domain/manifest";
-import { flushOutbox } from "../../shared/events/outbox";
+import { flushOutboxSoon } from "../../shared/events/outbox";
 import type { AppEnv } from "../context";
 import { cacheFor } from "../middleware/cache";
 import { signedIn, withAccount, withRole } from "../middleware/guards";
@@ -79,7 +79,7 @@ export const capsuleCommunityRoutes = new Hono<AppEnv>()
         stars,
         text: text ?? null,
       });
-      c.executionCtx.waitUntil(flushOutbox(db, c.env));
+      flushOutboxSoon(db, c.env, c.executionCtx);
       return c.json({ review }, created ? 201 : 200);
     },
   )
@@ -87,7 +87,7 @@ export const capsuleCommunityRoutes = new Hono<AppEnv>()
     const principal = requireAccount(c.get("principal"));
     const db = database(c.env.DB);
     await deleteRating(db, principal.accountId, nameOf(c.req.valid("param")));
-    c.executionCtx.waitUntil(flushOutbox(db, c.env));
+    flushOutboxSoon(db, c.env, c.executionCtx);
     return c.body(null, 204);
   })
   .get("/:ns/:name/rating", pathParams(capsuleParams), async (c) => {
@@ -120,7 +120,7 @@ export const capsuleCommunityRoutes = new Hono<AppEnv>()
         params.reviewId,
         c.req.valid("json").text,
       );
-      c.executionCtx.waitUntil(flushOutbox(db, c.env));
+      flushOutboxSoon(db, c.env, c.executionCtx);
       return c.json({ review }, created ? 201 : 200);
     },
   )
@@ -141,7 +141,7 @@ export const capsuleCommunityRoutes = new Hono<AppEnv>()
         params.reviewId,
         c.req.valid("json").reason,
       );
-      c.executionCtx.waitUntil(flushOutbox(db, c.env));
+      flushOutboxSoon(db, c.env, c.executionCtx);
       return c.json({ report }, 201);
     },
   )
@@ -199,7 +199,7 @@ export const moderationRoutes = new Hono<AppEnv>()
         c.req.valid("param").reviewId,
         c.req.valid("json").decision,
       );
-      c.executionCtx.waitUntil(flushOutbox(db, c.env));
+      flushOutboxSoon(db, c.env, c.executionCtx);
       return c.json({ review });
     },
   );
@@ -317,7 +317,7 @@ export const featuredRoutes = new Hono<AppEnv>()
       const principal = requireRole(c.get("principal"), "admin");
       const db = database(c.env.DB);
       const items = await setFeatured(db, principal, c.req.valid("json").capsules);
-      c.executionCtx.waitUntil(flushOutbox(db, c.env));
+      flushOutboxSoon(db, c.env, c.executionCtx);
       return c.json({ items });
     },
   )

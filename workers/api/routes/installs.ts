@@ -8,7 +8,7 @@ import {
   permissionSchema,
   semverRangeSchema,
 } from "../../shared/domain/manifest";
-import { flushOutbox } from "../../shared/events/outbox";
+import { flushOutboxSoon } from "../../shared/events/outbox";
 import { createInstall, listInstalls, removeInstall } from "../../shared/marketplace/installs";
 import type { AppEnv } from "../context";
 import { withAccount } from "../middleware/guards";
@@ -44,7 +44,7 @@ export const installRoutes = new Hono<AppEnv>()
       const principal = requireAccount(c.get("principal"));
       const db = database(c.env.DB);
       const { install, warnings } = await createInstall(c.env, db, principal.accountId, c.req.valid("json"));
-      c.executionCtx.waitUntil(flushOutbox(db, c.env));
+      flushOutboxSoon(db, c.env, c.executionCtx);
       return c.json({ install, lock: install.lock, warnings }, 201);
     },
   )
@@ -60,7 +60,7 @@ export const installRoutes = new Hono<AppEnv>()
       const principal = requireAccount(c.get("principal"));
       const db = database(c.env.DB);
       await removeInstall(db, principal.accountId, c.req.valid("param").id);
-      c.executionCtx.waitUntil(flushOutbox(db, c.env));
+      flushOutboxSoon(db, c.env, c.executionCtx);
       return c.body(null, 204);
     },
   );

@@ -2,7 +2,7 @@ import { Hono } from "hono";
 import { z } from "zod";
 import { requireAccount, requirePrincipal, requireRole } from "../../shared/auth/principal";
 import { database } from "../../shared/db/client";
-import { flushOutbox } from "../../shared/events/outbox";
+import { flushOutboxSoon } from "../../shared/events/outbox";
 import {
   decideSubmission,
   getSubmission,
@@ -63,7 +63,7 @@ export const reviewRoutes = new Hono<AppEnv>()
         c.req.valid("param").id,
         c.req.valid("json"),
       );
-      c.executionCtx.waitUntil(flushOutbox(db, c.env));
+      flushOutboxSoon(db, c.env, c.executionCtx);
       return c.json({ submission });
     },
   );

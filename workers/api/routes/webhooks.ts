@@ -2,7 +2,7 @@ import { Hono } from "hono";
 import { z } from "zod";
 import { requireAccount } from "../../shared/auth/principal";
 import { database } from "../../shared/db/client";
-import { flushOutbox } from "../../shared/events/outbox";
+import { flushOutboxSoon } from "../../shared/events/outbox";
 import {
   DELIVERY_STATUSES,
   getDelivery,
@@ -217,6 +217,6 @@ export const githubHookRoutes = new Hono<AppEnv>().post("/", async (c) => {
   const event = c.req.header("x-github-event") ?? "";
   const result = await handleGithubEvent(c.env, db, link, event, payload);
   if (result.ignored) return c.json(result, 202);
-  c.executionCtx.waitUntil(flushOutbox(db, c.env));
+  flushOutboxSoon(db, c.env, c.executionCtx);
   return c.json(result, 201);
 });

@@ -55,8 +55,8 @@ export const OUTBOX_RESEND_MS = 120_000;
 
 /**
  * Hands outbox rows to the events Queue and marks them sent; the analytics consumer marks them stored and
- * the cron deletes them then, so a message the queue loses is sent again, never lost. Runs after each request
- * (waitUntil: the rows not sent yet) and from the cron (`olderThanMs`: rows a request left unsent for that
+ * the cron deletes them then, so a message the queue loses is sent again, never lost. Runs shortly after a
+ * request wrote events (flushOutboxSoon: the rows not sent yet) and from the cron (`olderThanMs`: rows a request left unsent for that
  * long, and rows sent OUTBOX_RESEND_MS ago and still unconfirmed). A row sent twice is deduplicated
  * downstream by id.
  */
@@ -92,6 +92,31 @@ export async function flushOutbox(
     sent += rows.length;
     if (rows.length < 100) return sent;
   }
+}
+
+/** Requests that write events within this window share one flush. */
+const FLUSH_DELAY_MS = 50;
+let flushScheduled = false;
+
+/**
+ * Flushes the outbox shortly after a request wrote to it. Writes within FLUSH_DELAY_MS share one flush,
+ * kept alive by the request that scheduled it (the others do not wait on it), so a burst of installs costs
+ * one outbox read instead of one each, and concurrent flushes no longer pick up and send the same rows.
+ * A row written while a flush runs schedules the next one; the cron catches anything an isolate's death left.
+ */
+export function flushOutboxSoon(
+  db: Database,
+  env: OutboxEnv,
+  ctx: { waitUntil(promise: Promise<unknown>): void },
+): void {
+  if (flushScheduled) return;
+  flushScheduled = true;
+  ctx.waitUntil(
+    new Promise((resolve) => setTimeout(resolve, FLUSH_DELAY_MS)).then(() => {
+      flushScheduled = false;
+      return flushOutbox(db, env);
+    }),
+  );
 }
 
 /** The analytics consumer's confirmation: these events are stored, their outbox rows are done. */
