@@ -176,6 +176,11 @@ const MIGRATIONS: SqlMigration[] = [
     // 1 = handed over at sent_at (ms) and sent again if unconfirmed, 2 = stored.
     sql: "ALTER TABLE events ADD COLUMN sent_at INTEGER;",
   },
+  {
+    version: 11,
+    // How many times an unconfirmed event was sent again: each resend waits twice as long as the one before.
+    sql: "ALTER TABLE events ADD COLUMN resends INTEGER NOT NULL DEFAULT 0;",
+  },
 ];
 
 export function migrateCoordinatorSchema(sql: SqlStorage): void {

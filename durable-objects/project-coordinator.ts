@@ -76,6 +76,8 @@ interface Candidate {
 const MAX_FAILURES = 4;
 const MAX_HUMAN_REMEDIATIONS = 5;
 const ACTIVE_ATTEMPT = "('dispatching','queued','running','settling')";
+/** An unconfirmed event's resend wait doubles with each resend, up to 2^this x EVENT_RESEND_MS. */
+const MAX_RESEND_DOUBLINGS = 6;
 
 function ok<T>(value: T): CoordinatorResult<T> {
   return { ok: true, value };
@@ -1270,10 +1272,13 @@ export class ProjectCoordinator extends DurableObject<Env> implements Coordinato
   private async syncAlarm(): Promise<void> {
     const next = this.row("SELECT min(due_at) AS due FROM schedule");
     const unsent = this.count("SELECT count(*) AS n FROM events WHERE sent = 0");
-    const unconfirmed = this.row("SELECT min(sent_at) AS at FROM events WHERE sent = 1");
+    const unconfirmed = this.row(
+      `SELECT min(sent_at + ? * (1 << min(resends, ${MAX_RESEND_DOUBLINGS}))) AS at FROM events WHERE sent = 1`,
+      this.eventResendMs(),
+    );
     let due = next?.due === null || next?.due === undefined ? null : Number(next.due);
     if (unconfirmed?.at !== null && unconfirmed?.at !== undefined) {
-      due = Math.min(due ?? Number.POSITIVE_INFINITY, Number(unconfirmed.at) + this.eventResendMs());
+      due = Math.min(due ?? Number.POSITIVE_INFINITY, Number(unconfirmed.at));
     }
     const wanted = unsent > 0 ? Math.min(due ?? Number.POSITIVE_INFINITY, Date.now() + 5_000) : due;
     if (wanted === null || !Number.isFinite(wanted)) return;
@@ -1409,11 +1414,14 @@ export class ProjectCoordinator extends DurableObject<Env> implements Coordinato
   private async flushEvents(): Promise<void> {
     const project = this.project();
     if (!project) return;
-    // New events, and events handed over long enough ago that the store should have confirmed them.
-    const cutoff = Date.now() - this.eventResendMs();
-    const due = "(sent = 0 OR (sent = 1 AND sent_at <= ?))";
+    // New events, and events handed over long enough ago that the store should have confirmed them: the
+    // first resend after EVENT_RESEND_MS, each further one after twice the wait before (at most 64 times it),
+    // so a long analytics outage does not turn into a resend of every event every 30 s.
+    const now = Date.now();
+    const base = this.eventResendMs();
+    const due = `(sent = 0 OR (sent = 1 AND sent_at <= ? - ? * (1 << min(resends, ${MAX_RESEND_DOUBLINGS}))))`;
     const rows = this.sql
-      .exec<Row>(`SELECT * FROM events WHERE ${due} ORDER BY seq LIMIT 100`, cutoff)
+      .exec<Row>(`SELECT * FROM events WHERE ${due} ORDER BY seq LIMIT 100`, now, base)
       .toArray();
     if (rows.length === 0) return;
     const traceparent = this.traceparent();
@@ -1445,9 +1453,10 @@ export class ProjectCoordinator extends DurableObject<Env> implements Coordinato
       );
       // The same rows: anything emitted while the batch was in flight has a higher seq.
       this.sql.exec(
-        `UPDATE events SET sent = 1, sent_at = ? WHERE ${due} AND seq BETWEEN ? AND ?`,
+        `UPDATE events SET resends = resends + (sent = 1), sent = 1, sent_at = ? WHERE ${due} AND seq BETWEEN ? AND ?`,
         Date.now(),
-        cutoff,
+        now,
+        base,
         Number(rows[0]!.seq),
         Number(rows[rows.length - 1]!.seq),
       );

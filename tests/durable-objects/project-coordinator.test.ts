@@ -208,6 +208,51 @@ describe("event hand-off to the analytics store", () => {
     expect(copies?.n).toBe(1);
   });
 
+  it("waits twice as long before each further resend of an event that stays unconfirmed", async () => {
+    const id = await finishedProject();
+    await until(
+      () => states(id),
+      (r) => r.length > 0 && r.every((e) => e.sent === 2),
+    );
+    // EVENT_RESEND_MS is 2 s in tests. An event already sent again twice waits 4 x 2 s before the third resend.
+    const row = (seq: number) =>
+      runInDurableObject(stubOf(id), (_instance: ProjectCoordinator, state) =>
+        state.storage.sql
+          .exec<{ sent: number; sent_at: number; resends: number }>(
+            "SELECT sent, sent_at, resends FROM events WHERE seq = ?",
+            seq,
+          )
+          .one(),
+      );
+    const insert = (sentAgo: number) =>
+      runInDurableObject(stubOf(id), (_instance: ProjectCoordinator, state) => {
+        state.storage.sql.exec(
+          "INSERT INTO events (type, task_id, data, created_at, sent, sent_at, resends) VALUES ('task.status', 'a', '{\"status\":\"completed\"}', ?, 1, ?, 2)",
+          new Date().toISOString(),
+          Date.now() - sentAgo,
+        );
+        return state.storage.sql.exec<{ seq: number }>("SELECT max(seq) AS seq FROM events").one().seq;
+      });
+    const alarmNow = () =>
+      runInDurableObject(stubOf(id), async (_instance: ProjectCoordinator, state) => {
+        await state.storage.setAlarm(Date.now());
+      }).then(() => runDurableObjectAlarm(stubOf(id)));
+
+    const notYet = await insert(5_000);
+    const before = await row(notYet);
+    await alarmNow();
+    expect(await row(notYet)).toEqual(before);
+
+    const due = await insert(9_000);
+    await alarmNow();
+    expect((await row(due)).resends).toBe(3);
+    const stored = await until(
+      () => storedIds(id),
+      (ids) => ids.includes(`${id}:${due}`),
+    );
+    expect(stored).toContain(`${id}:${due}`);
+  });
+
   it("confirms idempotently, ignoring numbers it does not hold, and refuses an unknown project", async () => {
     const id = await finishedProject();
     const stub = stubOf(id) as unknown as CoordinatorApi;
