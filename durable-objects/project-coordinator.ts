@@ -468,6 +468,7 @@ export class ProjectCoordinator extends DurableObject<Env> implements Coordinato
     decision: "approve" | "reject" | "request_changes",
     feedback: string,
     reviewer: string,
+    traceparent?: string,
   ): Promise<CoordinatorResult<ProjectSnapshot>> {
     const project = this.project();
     const task = this.row("SELECT * FROM tasks WHERE id = ?", taskId);
@@ -524,6 +525,7 @@ export class ProjectCoordinator extends DurableObject<Env> implements Coordinato
         this.emit("task.remediation", taskId, { by: reviewer, feedback });
       }
     });
+    this.requestLog(traceparent).info("task reviewed", { taskId, decision, reviewer, reopening });
     await this.advance();
     return ok(this.snapshotNow());
   }
@@ -536,6 +538,7 @@ export class ProjectCoordinator extends DurableObject<Env> implements Coordinato
     limitTokens: number,
     softPct: number,
     hardPct = 100,
+    traceparent?: string,
   ): Promise<CoordinatorResult<ProjectSnapshot>> {
     const project = this.project();
     if (!project) return refuse("NOT_FOUND", "No such project");
@@ -553,11 +556,12 @@ export class ProjectCoordinator extends DurableObject<Env> implements Coordinato
       this.emit("budget.changed", null, { limitTokens, softPct, hardPct });
       this.checkSoftLimit();
     });
+    this.requestLog(traceparent).info("budget changed", { limitTokens, softPct, hardPct });
     await this.advance();
     return ok(this.snapshotNow());
   }
 
-  async cancel(by: string): Promise<CoordinatorResult<ProjectSnapshot>> {
+  async cancel(by: string, traceparent?: string): Promise<CoordinatorResult<ProjectSnapshot>> {
     const project = this.project();
     if (!project) return refuse("NOT_FOUND", "No such project");
     if (TERMINAL_PROJECT.includes(project.status as ProjectStatus)) {
@@ -583,6 +587,7 @@ export class ProjectCoordinator extends DurableObject<Env> implements Coordinato
       this.sql.exec("DELETE FROM schedule WHERE kind IN ('retry','lease','dispatch')");
       this.finish("cancelled", `Cancelled by ${by}`);
     });
+    this.requestLog(traceparent).info("project cancelled", { by });
     await this.advance();
     return ok(this.snapshotNow());
   }
@@ -1329,6 +1334,14 @@ export class ProjectCoordinator extends DurableObject<Env> implements Coordinato
       ...traceFields(continueTrace(this.traceparent())),
       ...fields,
     });
+  }
+
+  /**
+   * A logger for a change an API request asked for: a child span of that request's trace, so the request's
+   * access-log line and what the object did join into one trace tree (falls back to the project's trace).
+   */
+  private requestLog(traceparent: string | undefined): Logger {
+    return this.log(traceFields(continueTrace(traceparent ?? this.traceparent())));
   }
 
   private projectId(): string {

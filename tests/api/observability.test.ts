@@ -74,6 +74,26 @@ beforeAll(async () => {
   owner = await signup();
 });
 
+/** Publishes a runner capsule of `owner`: its task waits for a runner to claim it, so the project stays running. */
+async function publishRunner(name: string): Promise<void> {
+  const doc = manifest({ name: `${owner.handle}/${name}`, runtime: "runner", permissions: ["runner.exec"] });
+  (doc.spec as Record<string, unknown>).entrypoint = "run.sh";
+  const uploaded = await upload(
+    owner.apiKey,
+    await tarGz([
+      { name: "capsule.yaml", body: stringify(doc) },
+      { name: "run.sh", body: "echo ok\n" },
+    ]),
+  );
+  const { submission } = (await uploaded.json()) as SubmissionBody;
+  const decided = await api(`/v1/submissions/${submission.id}/decision`, {
+    method: "POST",
+    token: env.SOMA_ADMIN_TOKEN,
+    json: { decision: "approve" },
+  });
+  expect(decided.status).toBe(200);
+}
+
 describe("traces and logs", () => {
   it("carries a request's traceparent on the outbox events it writes, to the analytics consumer", async () => {
     const user = await signup();
@@ -132,26 +152,7 @@ describe("traces and logs", () => {
   });
 
   it("carries the traceparent of POST /v1/projects to the agent consumer's logs and to the runner job", async () => {
-    const doc = manifest({
-      name: `${owner.handle}/traced-runner`,
-      runtime: "runner",
-      permissions: ["runner.exec"],
-    });
-    (doc.spec as Record<string, unknown>).entrypoint = "run.sh";
-    const uploaded = await upload(
-      owner.apiKey,
-      await tarGz([
-        { name: "capsule.yaml", body: stringify(doc) },
-        { name: "run.sh", body: "echo ok\n" },
-      ]),
-    );
-    const { submission } = (await uploaded.json()) as SubmissionBody;
-    const decided = await api(`/v1/submissions/${submission.id}/decision`, {
-      method: "POST",
-      token: env.SOMA_ADMIN_TOKEN,
-      json: { decision: "approve" },
-    });
-    expect(decided.status).toBe(200);
+    await publishRunner("traced-runner");
 
     const lines = captureLogs();
     const created = await api("/v1/projects", {
@@ -193,6 +194,49 @@ describe("traces and logs", () => {
     expect(consumer).toMatchObject({ component: "consumer", traceId: TRACE_ID, level: "info" });
     // The runner job continues the consumer's span, so the two join into one trace tree.
     expect(job?.traceparent?.split("-")[2]).toBe(consumer?.spanId);
+  });
+  it("logs what a project's object did for a budget change or a cancel on the trace of the request that asked", async () => {
+    await publishRunner("traced-cancel");
+    const created = await createProject(owner.apiKey, {
+      name: "traced-cancel",
+      spec: {
+        tasks: [{ id: "run", capsule: `${owner.handle}/traced-cancel` }],
+        acceptPermissions: ["runner.exec"],
+      },
+      budget: { tokens: 100_000 },
+    });
+    expect(created.status).toBe(201);
+    const projectId = ((await created.json()) as { project: { id: string } }).project.id;
+
+    const cancelledBefore = value(await scrape(), 'kamachiq_budget_utilization_count{status="cancelled"}');
+    const lines = captureLogs();
+    const budget = await api(`/v1/budgets/project:${projectId}`, {
+      method: "PUT",
+      token: owner.apiKey,
+      headers: { traceparent: TRACEPARENT },
+      json: { limitTokens: 90_000, softPct: 50 },
+    });
+    expect(budget.status).toBe(200);
+    const cancelled = await api(`/v1/projects/${projectId}/cancel`, {
+      method: "POST",
+      token: owner.apiKey,
+      headers: { traceparent: TRACEPARENT },
+    });
+    expect(cancelled.status).toBe(200);
+
+    for (const [res, msg] of [
+      [budget, "budget changed"],
+      [cancelled, "project cancelled"],
+    ] as const) {
+      const line = lines.find((l) => l.msg === msg && l.projectId === projectId);
+      // A child span of the request's own span: the access-log line and the object's line join in one tree.
+      expect(line).toMatchObject({ component: "ProjectCoordinator", traceId: TRACE_ID, level: "info" });
+      expect(line?.parentSpanId).toBe(res.headers.get("traceparent")?.split("-")[2]);
+    }
+    // The cancelled project's metrics land before the next test counts its own.
+    await until(
+      (m) => value(m, 'kamachiq_budget_utilization_count{status="cancelled"}') === cancelledBefore + 1,
+    );
   });
 });
 

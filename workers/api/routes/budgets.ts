@@ -5,6 +5,7 @@ import { accountBudget, resolveScope } from "../../shared/budgets";
 import { database } from "../../shared/db/client";
 import { AppError } from "../../shared/errors";
 import { projectFor, unwrap } from "../../shared/kamachiq/projects";
+import { formatTraceparent } from "../../shared/observability/trace";
 import type { AppEnv } from "../context";
 import { withAccount } from "../middleware/guards";
 import { jsonBody, pathParams } from "../validate";
@@ -50,7 +51,9 @@ export const budgetRoutes = new Hono<AppEnv>()
         );
       }
       const stub = await projectFor(c.env, db, principal, scope.projectId, "manage");
-      const project = unwrap(await stub.setBudget(body.limitTokens, body.softPct, body.hardPct));
+      const project = unwrap(
+        await stub.setBudget(body.limitTokens, body.softPct, body.hardPct, formatTraceparent(c.get("trace"))),
+      );
       // The project's limitTokens is its cap in force: the limit times hardPct.
       return c.json({
         budget: {

@@ -72,7 +72,9 @@ export const projectRoutes = new Hono<AppEnv>()
   .post("/:id/cancel", signedIn, pathParams(projectParams), async (c) => {
     const principal = requirePrincipal(c.get("principal"));
     const stub = await projectFor(c.env, database(c.env.DB), principal, c.req.valid("param").id, "manage");
-    return c.json({ project: unwrap(await stub.cancel(principal.handle ?? "admin")) });
+    return c.json({
+      project: unwrap(await stub.cancel(principal.handle ?? "admin", formatTraceparent(c.get("trace")))),
+    });
   })
   .get("/:id/report", signedIn, pathParams(projectParams), async (c) => {
     const stub = await projectFor(
@@ -188,7 +190,15 @@ export const projectRoutes = new Hono<AppEnv>()
       const { decision, feedback } = c.req.valid("json");
       const stub = await projectFor(c.env, database(c.env.DB), principal, id);
       return c.json({
-        project: unwrap(await stub.reviewTask(taskId, decision, feedback, principal.handle ?? "admin")),
+        project: unwrap(
+          await stub.reviewTask(
+            taskId,
+            decision,
+            feedback,
+            principal.handle ?? "admin",
+            formatTraceparent(c.get("trace")),
+          ),
+        ),
       });
     },
   );

@@ -37,12 +37,14 @@ export interface CoordinatorApi {
     decision: "approve" | "reject" | "request_changes",
     feedback: string,
     reviewer: string,
+    traceparent?: string,
   ): Promise<CoordinatorResult<ProjectSnapshot>>;
-  cancel(by: string): Promise<CoordinatorResult<ProjectSnapshot>>;
+  cancel(by: string, traceparent?: string): Promise<CoordinatorResult<ProjectSnapshot>>;
   setBudget(
     limitTokens: number,
     softPct: number,
     hardPct?: number,
+    traceparent?: string,
   ): Promise<CoordinatorResult<ProjectSnapshot>>;
   report(): Promise<CoordinatorResult<ProjectReport>>;
   fetch(request: Request): Promise<Response>;
