@@ -75,6 +75,10 @@ describe("scheduled recovery", () => {
       .bind(id)
       .first<string>("sent_at");
     expect(sentAt && sentAt > long).toBe(true);
+    const resends = await env.DB.prepare("SELECT resends FROM outbox WHERE id = ?")
+      .bind(id)
+      .first<number>("resends");
+    expect(resends).toBe(1);
     const copies = () =>
       queryRows(
         env,
@@ -88,6 +92,39 @@ describe("scheduled recovery", () => {
       [stored] = await copies();
     }
     expect(stored?.n).toBe(1);
+  });
+
+  it("waits twice as long before each further resend of a row that stays unconfirmed", async () => {
+    const tenMinutesAgo = new Date(Date.now() - 10 * 60_000).toISOString();
+    const insert = async (resends: number) => {
+      const id = `evt_backoff_${resends}_${crypto.randomUUID()}`;
+      const event = {
+        specversion: "1.0",
+        id,
+        source: "soma://api",
+        type: "soma.test.lost",
+        time: tenMinutesAgo,
+        data: {},
+      };
+      await env.DB.prepare(
+        "INSERT INTO outbox (id, body, created_at, sent_at, resends) VALUES (?, ?, ?, ?, ?)",
+      )
+        .bind(id, JSON.stringify(event), tenMinutesAgo, tenMinutesAgo, resends)
+        .run();
+      return id;
+    };
+    // The waits are 2, 4, 8, 16 ... minutes: sent again twice, a row is due after 8; three times, after 16.
+    const due = await insert(2);
+    const waiting = await insert(3);
+    await runCron();
+    const row = (id: string) =>
+      env.DB.prepare("SELECT sent_at, resends FROM outbox WHERE id = ?")
+        .bind(id)
+        .first<{ sent_at: string; resends: number }>();
+    const resent = await row(due);
+    expect(resent?.sent_at && resent.sent_at > tenMinutesAgo).toBe(true);
+    expect(resent?.resends).toBe(3);
+    expect(await row(waiting)).toEqual({ sent_at: tenMinutesAgo, resends: 3 });
   });
 
   it("closes an approved submission whose version another submission already published, keeping its bytes", async () => {

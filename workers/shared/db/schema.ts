@@ -117,6 +117,8 @@ export const outbox = sqliteTable("outbox", {
   sentAt: text("sent_at"),
   /** When the analytics consumer confirmed the event stored; the cron deletes the row after that. */
   storedAt: text("stored_at"),
+  /** How many times the row was sent again unconfirmed; each further resend waits twice as long. */
+  resends: integer("resends").notNull().default(0),
 });
 
 /** The FTS5 (trigram) search index over capsules; written alongside the capsule row. */

@@ -1,4 +1,4 @@
-import { and, asc, inArray, isNotNull, isNull, lt, or } from "drizzle-orm";
+import { and, asc, inArray, isNotNull, isNull, lt, or, sql } from "drizzle-orm";
 import { z } from "zod";
 import type { Database } from "../db/client";
 import { chunks, IDS_PER_QUERY, newId, nowIso } from "../db/client";
@@ -50,15 +50,19 @@ interface OutboxEnv {
   EVENTS: Queue;
 }
 
-/** A row handed to the queue and not confirmed stored after this long is sent again. */
+/**
+ * A row handed to the queue and not confirmed stored after this long is sent again; each further resend of
+ * the same row waits twice as long as the one before, up to 2^OUTBOX_MAX_DOUBLINGS times this (about 2 hours).
+ */
 export const OUTBOX_RESEND_MS = 120_000;
+const OUTBOX_MAX_DOUBLINGS = 6;
 
 /**
  * Hands outbox rows to the events Queue and marks them sent; the analytics consumer marks them stored and
  * the cron deletes them then, so a message the queue loses is sent again, never lost. Runs shortly after a
  * request wrote events (flushOutboxSoon: the rows not sent yet) and from the cron (`olderThanMs`: rows a request left unsent for that
- * long, and rows sent OUTBOX_RESEND_MS ago and still unconfirmed). A row sent twice is deduplicated
- * downstream by id.
+ * long, and rows still unconfirmed OUTBOX_RESEND_MS after they were sent, twice that after a resend, and so
+ * on). A row sent twice is deduplicated downstream by id.
  */
 export async function flushOutbox(
   db: Database,
@@ -72,7 +76,12 @@ export async function flushOutbox(
   const due = options.olderThanMs
     ? or(
         unsent,
-        and(isNull(outbox.storedAt), lt(outbox.sentAt, new Date(now - OUTBOX_RESEND_MS).toISOString())),
+        and(
+          isNull(outbox.storedAt),
+          // The shortest wait keeps the (stored_at, sent_at) index in use; the doubling is checked on what it finds.
+          lt(outbox.sentAt, new Date(now - OUTBOX_RESEND_MS).toISOString()),
+          sql`(julianday(${new Date(now).toISOString()}) - julianday(${outbox.sentAt})) * 86400000 >= ${OUTBOX_RESEND_MS} * (1 << min(${outbox.resends}, ${OUTBOX_MAX_DOUBLINGS}))`,
+        ),
       )
     : unsent;
   let sent = 0;
@@ -87,7 +96,10 @@ export async function flushOutbox(
       rows.map((r) => r.id),
       IDS_PER_QUERY,
     )) {
-      await db.update(outbox).set({ sentAt }).where(inArray(outbox.id, part));
+      await db
+        .update(outbox)
+        .set({ sentAt, resends: sql`${outbox.resends} + (${outbox.sentAt} IS NOT NULL)` })
+        .where(inArray(outbox.id, part));
     }
     sent += rows.length;
     if (rows.length < 100) return sent;
