@@ -1,4 +1,6 @@
 import { mkdtemp, rm } from "node:fs/promises";
+import { createServer, type Server } from "node:http";
+import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import type { TestProject } from "vitest/node";
@@ -17,7 +19,76 @@ export interface ClickHouseTestServer {
 declare module "vitest" {
   export interface ProvidedContext {
     clickhouse: ClickHouseTestServer;
+    /** The same ClickHouse behind a proxy that can drop connections on request (see faultProxy). */
+    clickhouseFaultProxy: { url: string };
   }
+}
+
+const DROP_MARKER = /drop-(\d+)-([a-z0-9]{8,64})/;
+
+/**
+ * A loopback HTTP proxy in front of ClickHouse for the connection-loss tests. A request whose URL or body
+ * carries `drop-<n>-<token>` has its connection destroyed without an answer the first n times it arrives (what
+ * a pooled keep-alive connection the server already closed looks like to the client), and is forwarded
+ * unchanged after that. `GET /__attempts/<token>` tells how many times a token arrived. Every other request
+ * is forwarded as it is.
+ */
+async function faultProxy(target: string): Promise<{ url: string; close: () => Promise<void> }> {
+  const attempts = new Map<string, number>();
+  const server: Server = createServer(async (request, response) => {
+    const chunks: Buffer[] = [];
+    for await (const chunk of request) chunks.push(chunk as Buffer);
+    const body = Buffer.concat(chunks);
+    const url = request.url ?? "/";
+    const asked = /^\/__attempts\/([a-z0-9]+)$/.exec(url);
+    if (asked) {
+      response.writeHead(200, { "content-type": "application/json" });
+      response.end(JSON.stringify({ attempts: attempts.get(asked[1] as string) ?? 0 }));
+      return;
+    }
+    const marker = DROP_MARKER.exec(`${decodeURIComponent(url)} ${body.toString("utf8")}`);
+    if (marker) {
+      const token = marker[2] as string;
+      const seen = (attempts.get(token) ?? 0) + 1;
+      attempts.set(token, seen);
+      if (seen <= Number(marker[1])) {
+        request.socket.destroy();
+        return;
+      }
+    }
+    const headers = new Headers();
+    for (const [name, value] of Object.entries(request.headers)) {
+      if (typeof value === "string" && !["host", "connection", "content-length"].includes(name))
+        headers.set(name, value);
+    }
+    try {
+      const answer = await fetch(`${target}${url}`, {
+        method: request.method,
+        headers,
+        body: ["GET", "HEAD"].includes(request.method ?? "GET") ? undefined : body,
+      });
+      const out = Buffer.from(await answer.arrayBuffer());
+      const outHeaders: Record<string, string> = {};
+      answer.headers.forEach((value, name) => {
+        if (!["content-length", "content-encoding", "transfer-encoding", "connection"].includes(name))
+          outHeaders[name] = value;
+      });
+      response.writeHead(answer.status, outHeaders);
+      response.end(out);
+    } catch (error) {
+      response.writeHead(502, { "content-type": "text/plain" });
+      response.end(String(error));
+    }
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  return {
+    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.closeAllConnections();
+        server.close(() => resolve());
+      }),
+  };
 }
 
 /**
@@ -36,7 +107,9 @@ export default async function setup(project: TestProject): Promise<() => Promise
     };
     await migrate(server);
     project.provide("clickhouse", server);
-    return async () => {};
+    const proxy = await faultProxy(server.url);
+    project.provide("clickhouseFaultProxy", { url: proxy.url });
+    return proxy.close;
   }
 
   const stateDir = await mkdtemp(path.join(tmpdir(), "soma-test-clickhouse-"));
@@ -59,5 +132,10 @@ export default async function setup(project: TestProject): Promise<() => Promise
     throw error;
   }
   project.provide("clickhouse", server);
-  return () => cleanUp(running.stop);
+  const proxy = await faultProxy(server.url);
+  project.provide("clickhouseFaultProxy", { url: proxy.url });
+  return async () => {
+    await proxy.close();
+    await cleanUp(running.stop);
+  };
 }
