@@ -5,7 +5,9 @@ import { z } from "zod";
 import worker from "../../workers/index";
 import { queryRows } from "../../workers/shared/analytics/clickhouse";
 import { sql } from "../../workers/shared/analytics/sql";
+import { database } from "../../workers/shared/db/client";
 import { sha256Hex } from "../../workers/shared/encoding";
+import { flushOutbox } from "../../workers/shared/events/outbox";
 import { api, bundle, countRows, type SubmissionBody, signup, upload } from "../helpers";
 
 async function runCron(): Promise<void> {
@@ -184,5 +186,72 @@ describe("scheduled recovery", () => {
     const versions = await countRows("capsule_versions");
     await runCron();
     expect(await countRows("capsule_versions")).toBe(versions);
+  });
+});
+
+describe("outbox hand-off", () => {
+  it("packs the rows of one flush into one queue message that the consumer stores and confirms", async () => {
+    const now = new Date().toISOString();
+    const traces = [
+      "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+      "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+      undefined,
+    ];
+    const events = traces.map((traceparent, i) => ({
+      specversion: "1.0",
+      id: `evt_packed_${i}_${crypto.randomUUID()}`,
+      source: "soma://api",
+      type: "soma.test.packed",
+      time: now,
+      data: { n: i },
+      ...(traceparent ? { traceparent } : {}),
+    }));
+    for (const event of events) {
+      await env.DB.prepare("INSERT INTO outbox (id, body, created_at) VALUES (?, ?, ?)")
+        .bind(event.id, JSON.stringify(event), now)
+        .run();
+    }
+    // The real queue, with what is handed to it written down on the way.
+    const sent: { body: unknown; contentType?: string }[] = [];
+    const recordingQueue = {
+      send: env.EVENTS.send.bind(env.EVENTS),
+      sendBatch: async (messages: Iterable<MessageSendRequest>) => {
+        const list = [...messages];
+        sent.push(...list.map((m) => ({ body: m.body, contentType: m.contentType })));
+        return env.EVENTS.sendBatch(list);
+      },
+    } as Queue;
+    const count = await flushOutbox(database(env.DB), { DB: env.DB, EVENTS: recordingQueue });
+    expect(count).toBeGreaterThanOrEqual(3);
+    // Fewer messages than events: one envelope carries them (rows other tests left unsent may share it).
+    expect(sent.length).toBeLessThan(count);
+    const envelopes = sent.map((m) => {
+      expect(m.contentType).toBe("text");
+      return JSON.parse(m.body as string) as {
+        events: { id: string; traceparent?: string }[];
+        traceparent?: string;
+      };
+    });
+    const carrying = envelopes.filter((e) => e.events.some((x) => events.some((y) => y.id === x.id)));
+    expect(carrying).toHaveLength(1);
+    const [envelope] = carrying;
+    // No envelope trace: each event keeps the trace of the request that wrote it.
+    expect(envelope?.traceparent).toBeUndefined();
+    for (const event of events) expect(envelope?.events).toContainEqual(event);
+    const storedAt = (id: string) =>
+      env.DB.prepare("SELECT stored_at FROM outbox WHERE id = ?").bind(id).first<string | null>("stored_at");
+    const deadline = Date.now() + 15_000;
+    while (Date.now() < deadline) {
+      const stored = await Promise.all(events.map((e) => storedAt(e.id)));
+      if (stored.every((s) => s !== null)) break;
+      await new Promise((r) => setTimeout(r, 200));
+    }
+    for (const event of events) expect(await storedAt(event.id)).not.toBeNull();
+    const rows = await queryRows(
+      env,
+      sql`SELECT id FROM events WHERE id IN ${events.map((e) => e.id)}`,
+      z.object({ id: z.string() }),
+    );
+    expect(rows.map((r) => r.id).sort()).toEqual(events.map((e) => e.id).sort());
   });
 });

@@ -6,12 +6,12 @@ import worker from "../../workers/index";
 import { queryRows } from "../../workers/shared/analytics/clickhouse";
 import {
   ingestEvents,
-  packEvents,
   resendSpooled,
   SPOOL_PREFIX,
   SPOOL_RESEND_MS,
 } from "../../workers/shared/analytics/ingest";
 import { sql } from "../../workers/shared/analytics/sql";
+import { packEvents } from "../../workers/shared/events/pack";
 import { api, signup } from "../helpers";
 
 const unique = () => crypto.randomUUID().replace(/-/g, "");

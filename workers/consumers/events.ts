@@ -10,7 +10,10 @@ import { recordMetrics } from "../shared/observability/metrics-client";
 import { continueTrace } from "../shared/observability/trace";
 import { fanOutWebhooks } from "../shared/webhooks/fan-out";
 
-/** Ingestion packs many events into one message (Queues cap batches at 100 messages, not at 100 events). */
+/**
+ * Ingestion and the outbox pack many events into one message (Queues cap batches at 100 messages, not at 100
+ * events).
+ */
 const envelopeSchema = z
   .object({
     events: z.array(cloudEventSchema).min(1).max(1000),
@@ -132,19 +135,23 @@ export async function handleEvents(
     }
     await releaseSpool(env, done, log);
     recordMetrics(env, ctx, eventMetrics(stored));
-    // One line per trace in the batch: ingestion spreads one request over several messages.
-    const byTrace = new Map<string | undefined, { messages: string[]; events: number }>();
+    // One line per trace in the batch: ingestion spreads one request over several messages (the envelope
+    // carries its trace), and an outbox message packs the events of several requests (each event carries its own).
+    const byTrace = new Map<string | undefined, { messages: Set<string>; events: number }>();
     for (const { message, events: sent, traceparent } of valid) {
-      const entry = byTrace.get(traceparent) ?? { messages: [], events: 0 };
-      entry.messages.push(message.id);
-      entry.events += sent.length;
-      byTrace.set(traceparent, entry);
+      for (const event of sent) {
+        const trace = traceparent ?? event.traceparent;
+        const entry = byTrace.get(trace) ?? { messages: new Set<string>(), events: 0 };
+        entry.messages.add(message.id);
+        entry.events += 1;
+        byTrace.set(trace, entry);
+      }
     }
     for (const [traceparent, entry] of byTrace) {
       log.info("events stored", {
-        requestId: entry.messages[0],
+        requestId: entry.messages.values().next().value,
         ...traceFields(continueTrace(traceparent)),
-        messages: entry.messages.length,
+        messages: entry.messages.size,
         events: entry.events,
       });
     }

@@ -2,25 +2,17 @@ import { z } from "zod";
 import { database } from "../db/client";
 import { AppError } from "../errors";
 import { type CloudEvent, cloudEventSchema } from "../events/outbox";
+import { packEvents } from "../events/pack";
 import type { ClickHouseEnv } from "./clickhouse";
 import { storedIds } from "./events";
 import { integrationEventProblems } from "./integration-events";
 
 export const ingestBodySchema = z.array(cloudEventSchema).min(1).max(1000);
 
-/** Bytes per queue message stay well under the 128 KB message limit. */
-const MAX_MESSAGE_BYTES = 96 * 1024;
-
 /** Where packed messages wait in R2 until stored: `spool/events/<uuid>` (fixed length, for the size limit). */
 export const SPOOL_PREFIX = "spool/events/";
 export const spoolKeySchema = z.string().regex(/^spool\/events\/[0-9a-f-]{36}$/);
 const spoolKey = () => `${SPOOL_PREFIX}${crypto.randomUUID()}`;
-
-export interface PackedMessage {
-  body: string;
-  contentType: "text";
-  spool?: string;
-}
 
 /**
  * Accepts events from an integration: every event is checked first (reserved types, amounts, capsules; see
@@ -75,57 +67,6 @@ export async function ingestEvents(
     throw error;
   }
   return { accepted: fresh.length, duplicates: events.length - fresh.length };
-}
-
-/**
- * Packs events into queue messages of at most MAX_MESSAGE_BYTES each. Every event is serialised once, to
- * measure it, and the message body is built from those same strings: it travels as JSON text (`text`
- * content type), so the queue does not serialise the events a second time. The consumer parses and
- * validates it like any other message.
- */
-export function packEvents(
-  events: CloudEvent[],
-  traceparent?: string,
-  /** Names each message's spool object (carried in the body as `spool`); none without it. */
-  spool?: () => string,
-): PackedMessage[] {
-  let key = spool?.();
-  const headOf = (k: string | undefined) => (k ? `{"spool":${JSON.stringify(k)},"events":[` : '{"events":[');
-  let head = headOf(key);
-  const tail = traceparent ? `],"traceparent":${JSON.stringify(traceparent)}}` : "]}";
-  // The envelope's own bytes; each event adds its own and, after the first, a comma.
-  const empty = head.length + utf8Bytes(tail) - 1;
-  const messages: PackedMessage[] = [];
-  let current: string[] = [];
-  let size = empty;
-  const flush = () => {
-    messages.push({
-      body: `${head}${current.join(",")}${tail}`,
-      contentType: "text",
-      ...(key ? { spool: key } : {}),
-    });
-    current = [];
-    key = spool?.();
-    head = headOf(key);
-    size = empty;
-  };
-  for (const event of events) {
-    const text = JSON.stringify(event);
-    const bytes = utf8Bytes(text) + 1;
-    if (current.length > 0 && (size + bytes > MAX_MESSAGE_BYTES || current.length === 1000)) flush();
-    current.push(text);
-    size += bytes;
-  }
-  if (current.length > 0) flush();
-  return messages;
-}
-
-const NON_ASCII = /[\u0080-\uffff]/;
-const encoder = new TextEncoder();
-
-/** UTF-8 size of a string: its length when it is ASCII, as nearly every event is. */
-function utf8Bytes(text: string): number {
-  return NON_ASCII.test(text) ? encoder.encode(text).byteLength : text.length;
 }
 
 /** A spooled message older than this was lost by the queue (or is still retrying) and is sent again. */

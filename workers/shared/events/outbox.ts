@@ -4,6 +4,7 @@ import type { Database } from "../db/client";
 import { chunks, IDS_PER_QUERY, newId, nowIso } from "../db/client";
 import { outbox } from "../db/schema";
 import { currentTraceparent } from "../observability/trace-scope";
+import { packEventTexts } from "./pack";
 
 /** A CloudEvents 1.0 event in JSON form, the envelope every domain event travels in. */
 export const cloudEventSchema = z.object({
@@ -58,7 +59,7 @@ export const OUTBOX_RESEND_MS = 120_000;
 const OUTBOX_MAX_DOUBLINGS = 6;
 
 /**
- * Hands outbox rows to the events Queue and marks them sent; the analytics consumer marks them stored and
+ * Hands outbox rows to the events Queue, packed into few messages, and marks them sent; the analytics consumer marks them stored and
  * the cron deletes them then, so a message the queue loses is sent again, never lost. Runs shortly after a
  * request wrote events (flushOutboxSoon: the rows not sent yet) and from the cron (`olderThanMs`: rows a request left unsent for that
  * long, and rows still unconfirmed OUTBOX_RESEND_MS after they were sent, twice that after a resend, and so
@@ -88,8 +89,11 @@ export async function flushOutbox(
   for (;;) {
     const rows = await db.select().from(outbox).where(due).orderBy(asc(outbox.createdAt)).limit(100);
     if (rows.length === 0) return sent;
+    // Packed like ingestion's messages: the events queue delivers at most 100 messages a batch to one
+    // consumer at a time, so one message per event would cap the API's events at 100 a batch. Each event
+    // keeps its own traceparent inside; the envelope carries none.
     await env.EVENTS.sendBatch(
-      rows.map((row) => ({ body: JSON.parse(row.body) as CloudEvent, contentType: "json" })),
+      packEventTexts(rows.map((row) => row.body)).map(({ body, contentType }) => ({ body, contentType })),
     );
     const sentAt = new Date().toISOString();
     for (const part of chunks(
