@@ -6,7 +6,12 @@
  * the run. Beside RSS, the used JS heap of every isolate (the Worker's, and Miniflare's D1, R2, Queues and cache
  * workers) is read over workerd's V8 inspector at each sample, so growth can be told apart: heap that climbs is
  * JavaScript objects kept alive, RSS that climbs while the heaps stay level is native memory (SQLite page
- * caches of the Durable Objects and D1, allocator slack). 127.0.0.1 only; stops by itself; writes
+ * caches of the Durable Objects and D1, allocator slack). After each minute the bench also reads every isolate's
+ * retained heap: it takes a heap snapshot of each, which V8 takes only after a full garbage collection, so the
+ * figure is what JavaScript objects keep alive, and the verdict on leaks is given on it. Those collections are
+ * part of the run: garbage that V8's lazy collector would otherwise carry for a long time in a quiet isolate
+ * (Miniflare's Queues broker makes about 3.6 MiB a minute) is freed once a minute, and RSS shows that.
+ * The snapshots pause each isolate for a moment, which shows in the minute's highest latencies. 127.0.0.1 only; stops by itself; writes
  * bench/results/soak-<time>.json.
  *
  * Environment (defaults in brackets):
@@ -23,7 +28,14 @@ import { cpus, loadavg, totalmem } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { startBenchClickHouse } from "./lib/clickhouse.mjs";
-import { freePort, heapUsage, inspectIsolates } from "./lib/inspector.mjs";
+import {
+  freePort,
+  heapSnapshot,
+  heapUsage,
+  inspectIsolates,
+  retainedHeap,
+  snapshotSummary,
+} from "./lib/inspector.mjs";
 import { combine, MIX, runMix, seedMix } from "./lib/mix.mjs";
 import { workerdPids } from "./lib/proc.mjs";
 import { startPlatform } from "./lib/server.mjs";
@@ -58,6 +70,19 @@ function rssMiB(pid) {
   }
 }
 
+/** `queue_lag_seconds` sum and count per queue from the platform's Prometheus endpoint. */
+async function queueLag(base, token) {
+  const text = await (
+    await fetch(`${base}/metrics`, { headers: { authorization: `Bearer ${token}` } })
+  ).text();
+  const out = {};
+  for (const match of text.matchAll(/^queue_lag_seconds_(sum|count)\{queue="([^"]+)"\} (\S+)$/gm)) {
+    out[match[2]] ??= { sum: 0, count: 0 };
+    out[match[2]][match[1]] = Number(match[3]);
+  }
+  return out;
+}
+
 /** Least-squares slope of y over x. */
 function slope(points) {
   const n = points.length;
@@ -87,10 +112,20 @@ async function main() {
   let platform;
   let sampler;
   let isolates = [];
+  /** Per queue since the last minute: batches and messages delivered to the consumer, messages acked, ms spent. */
+  let delivered = {};
   try {
     process.env.BENCH_INSPECTOR_PORT ??= String(await freePort());
     platform = await startPlatform(root, {
       queueConsumers: true,
+      onQueueBatch: (b) => {
+        delivered[b.queue] ??= { batches: 0, messages: 0, acked: 0, ms: 0 };
+        const entry = delivered[b.queue];
+        entry.batches++;
+        entry.ms += b.ms;
+        entry.messages += b.total;
+        entry.acked += b.acked;
+      },
       bindings: { ...clickhouse.bindings, LOG_LEVEL: "warn" },
     });
     const seed = await seedMix(platform.url, root, {
@@ -116,6 +151,21 @@ async function main() {
     sampler = setInterval(sample, RSS_SAMPLE_MS);
     const minutes = [];
     const runs = [];
+    const retained = [];
+    const keep = async () => {
+      const byIsolate = await retainedHeap(isolates);
+      const point = {
+        seconds: (performance.now() - startedAt) / 1000,
+        byIsolate,
+        totalMiB: Object.values(byIsolate).reduce((n, v) => n + v, 0),
+      };
+      retained.push(point);
+      return point;
+    };
+    await keep();
+    const token = platform.secrets.SOMA_ADMIN_TOKEN;
+    let lagBefore = await queueLag(platform.url, token);
+    delivered = {};
     for (let minute = 1; minute <= config.minutes; minute++) {
       const { byType, overall } = await runMix(platform.url, seed, {
         clients: config.clients,
@@ -123,6 +173,18 @@ async function main() {
         label: `soak${minute}`,
       });
       runs.push(overall);
+      const kept = await keep();
+      const lagNow = await queueLag(platform.url, token);
+      // Mean lag of the messages each queue delivered this minute, from the histogram's sum and count.
+      const lag = Object.fromEntries(
+        Object.entries(lagNow).map(([queue, { sum, count }]) => {
+          const n = count - (lagBefore[queue]?.count ?? 0);
+          return [queue, n > 0 ? (sum - (lagBefore[queue]?.sum ?? 0)) / n : null];
+        }),
+      );
+      lagBefore = lagNow;
+      const deliveredThisMinute = delivered;
+      delivered = {};
       const errors = overall.connectionErrors + overall.timeouts + overall.non2xx;
       minutes.push({
         minute,
@@ -138,14 +200,18 @@ async function main() {
         p95ByType: Object.fromEntries(MIX.map((m) => [m.type, byType[m.type].latency.p95])),
         rssMiB: rss[rss.length - 1]?.mib,
         heapMiB: rss[rss.length - 1]?.heapTotalMiB,
+        retainedHeapMiB: kept.totalMiB,
+        meanQueueLagSeconds: lag,
+        delivered: deliveredThisMinute,
         loadAverage: loadavg()[0],
       });
       log(
-        `minute ${minute}: ${overall.requests} requests, ${errors} errors, p50 ${ms(overall.latency.p50)} ms, p95 ${ms(overall.latency.p95)} ms, workerd RSS ${rss[rss.length - 1]?.mib.toFixed(1)} MiB, JS heaps ${rss[rss.length - 1]?.heapTotalMiB?.toFixed(1)} MiB`,
+        `minute ${minute}: ${overall.requests} requests, ${errors} errors, p50 ${ms(overall.latency.p50)} ms, p95 ${ms(overall.latency.p95)} ms, workerd RSS ${rss[rss.length - 1]?.mib.toFixed(1)} MiB, JS heaps ${rss[rss.length - 1]?.heapTotalMiB?.toFixed(1)} MiB (retained ${kept.totalMiB.toFixed(1)}), events queue lag ${lag["soma-events"]?.toFixed(2) ?? "-"} s over ${deliveredThisMinute["soma-events"]?.messages ?? 0} messages`,
       );
     }
     clearInterval(sampler);
-    await sample();
+    // No extra sample at the end: it would come right after the last minute's full collection and pull the
+    // slope down; the 10 s samples fall at any moment of the collector's cycle.
     const all = combine(runs);
     const total = all.requests + all.connectionErrors + all.timeouts;
     const availability = total > 0 ? all.ok / total : Number.NaN;
@@ -189,12 +255,52 @@ async function main() {
       firstByIsolate: rss[0].heapMiB,
       lastByIsolate: lastHeaps,
     };
+    const keptHalf = retained.filter((p) => p.seconds >= retained[retained.length - 1].seconds / 2);
+    const keptMibPerHour = slope(keptHalf.map((p) => ({ x: p.seconds, y: p.totalMiB }))) * 3600;
+    const keptMean = keptHalf.reduce((n, p) => n + p.totalMiB, 0) / keptHalf.length;
+    const firstKept = retained[0];
+    const lastKept = retained[retained.length - 1];
+    // Where the retained heap that grew most lives: object groups of that isolate's last snapshot.
+    const [grewMost] = Object.keys(lastKept.byIsolate).sort(
+      (a, b) =>
+        lastKept.byIsolate[b] -
+        (firstKept.byIsolate[b] ?? 0) -
+        (lastKept.byIsolate[a] - (firstKept.byIsolate[a] ?? 0)),
+    );
+    const grewMostSession = isolates.find((s) => s.name === grewMost);
+    results.retainedHeap = {
+      samples: retained,
+      first: firstKept.totalMiB,
+      last: lastKept.totalMiB,
+      secondHalfSlopeMiBPerHour: keptMibPerHour,
+      secondHalfMeanMiB: keptMean,
+      flat: Math.abs(keptMibPerHour) < FLAT_SHARE_PER_HOUR * keptMean,
+      grewMost: grewMostSession
+        ? {
+            isolate: grewMost,
+            fromMiB: firstKept.byIsolate[grewMost] ?? 0,
+            toMiB: lastKept.byIsolate[grewMost],
+            largestGroups: snapshotSummary(await heapSnapshot(grewMostSession), 20),
+          }
+        : undefined,
+    };
     results.workerErrors = platform.workerErrors.slice(0, 20);
 
     console.log("");
     console.log(
       table(
-        ["minute", "requests", "req/s", "errors", "p50 ms", "p95 ms", "RSS MiB", "heaps MiB", "load"],
+        [
+          "minute",
+          "requests",
+          "req/s",
+          "errors",
+          "p50 ms",
+          "p95 ms",
+          "RSS MiB",
+          "heaps MiB",
+          "retained MiB",
+          "load",
+        ],
         minutes.map((m) => [
           m.minute,
           m.requests,
@@ -204,6 +310,7 @@ async function main() {
           ms(m.p95),
           m.rssMiB?.toFixed(1) ?? "-",
           m.heapMiB?.toFixed(1) ?? "-",
+          m.retainedHeapMiB.toFixed(1),
           m.loadAverage.toFixed(2),
         ]),
       ),
@@ -222,6 +329,10 @@ async function main() {
       .join(", ");
     console.log(
       `JS heaps of all isolates ${results.heap.first?.toFixed(1)} -> ${results.heap.last?.toFixed(1)} MiB; second-half slope ${heapMibPerHour.toFixed(1)} MiB/h on a mean of ${heapMean.toFixed(1)} MiB: ${results.heap.flat ? "flat" : "NOT flat"}; largest: ${heaps}`,
+    );
+    const grew = results.retainedHeap.grewMost;
+    console.log(
+      `retained JS heaps (after a full collection) ${results.retainedHeap.first.toFixed(1)} -> ${results.retainedHeap.last.toFixed(1)} MiB; second-half slope ${keptMibPerHour.toFixed(1)} MiB/h on a mean of ${keptMean.toFixed(1)} MiB: ${results.retainedHeap.flat ? "flat" : "NOT flat"}${grew ? `; grew most: ${grew.isolate} ${grew.fromMiB.toFixed(1)} -> ${grew.toMiB.toFixed(1)} MiB` : ""}`,
     );
     const dir = join(root, "bench", "results");
     await mkdir(dir, { recursive: true });
