@@ -11,7 +11,8 @@
  * figure is what JavaScript objects keep alive, and the verdict on leaks is given on it. Those collections are
  * part of the run: garbage that V8's lazy collector would otherwise carry for a long time in a quiet isolate
  * (Miniflare's Queues broker makes about 3.6 MiB a minute) is freed once a minute, and RSS shows that.
- * The snapshots pause each isolate for a moment, which shows in the minute's highest latencies. 127.0.0.1 only; stops by itself; writes
+ * The snapshots pause each isolate for a moment, which shows in the minute's highest latencies. 127.0.0.1
+ * only; stops by itself; writes
  * bench/results/soak-<time>.json.
  *
  * Environment (defaults in brackets):
@@ -81,6 +82,18 @@ async function queueLag(base, token) {
     out[match[2]][match[1]] = Number(match[3]);
   }
   return out;
+}
+
+/**
+ * The trend of `value(p)` over the second half of `points` (by `p.seconds`): the least-squares slope per hour,
+ * the mean, and whether it is flat by the rule (points whose value is not a number are left out).
+ */
+function secondHalfTrend(points, value) {
+  const end = points[points.length - 1].seconds;
+  const half = points.filter((p) => p.seconds >= end / 2 && Number.isFinite(value(p)));
+  const mibPerHour = slope(half.map((p) => ({ x: p.seconds, y: value(p) }))) * 3600;
+  const mean = half.reduce((n, p) => n + value(p), 0) / half.length;
+  return { mibPerHour, mean, flat: Math.abs(mibPerHour) < FLAT_SHARE_PER_HOUR * mean };
 }
 
 /** Least-squares slope of y over x. */
@@ -215,11 +228,7 @@ async function main() {
     const all = combine(runs);
     const total = all.requests + all.connectionErrors + all.timeouts;
     const availability = total > 0 ? all.ok / total : Number.NaN;
-    const half = rss.filter((p) => p.seconds >= rss[rss.length - 1].seconds / 2);
-    const mibPerSecond = slope(half.map((p) => ({ x: p.seconds, y: p.mib })));
-    const meanMib = half.reduce((n, p) => n + p.mib, 0) / half.length;
-    const mibPerHour = mibPerSecond * 3600;
-    const flat = Math.abs(mibPerHour) < FLAT_SHARE_PER_HOUR * meanMib;
+    const { mibPerHour, mean: meanMib, flat } = secondHalfTrend(rss, (p) => p.mib);
     results.availability = {
       requests: total,
       ok: all.ok,
@@ -242,30 +251,27 @@ async function main() {
       flat,
       flatRule: `|slope| < ${FLAT_SHARE_PER_HOUR * 100}% of the mean per hour over the second half`,
     };
-    const heapHalf = half.filter((p) => Number.isFinite(p.heapTotalMiB));
-    const heapMibPerHour = slope(heapHalf.map((p) => ({ x: p.seconds, y: p.heapTotalMiB }))) * 3600;
-    const heapMean = heapHalf.reduce((n, p) => n + p.heapTotalMiB, 0) / heapHalf.length;
+    const heapTrend = secondHalfTrend(rss, (p) => p.heapTotalMiB);
+    const [heapMibPerHour, heapMean] = [heapTrend.mibPerHour, heapTrend.mean];
     const lastHeaps = rss[rss.length - 1].heapMiB ?? {};
     results.heap = {
       first: rss[0].heapTotalMiB,
       last: rss[rss.length - 1].heapTotalMiB,
       secondHalfSlopeMiBPerHour: heapMibPerHour,
       secondHalfMeanMiB: heapMean,
-      flat: Math.abs(heapMibPerHour) < FLAT_SHARE_PER_HOUR * heapMean,
+      flat: heapTrend.flat,
       firstByIsolate: rss[0].heapMiB,
       lastByIsolate: lastHeaps,
     };
-    const keptHalf = retained.filter((p) => p.seconds >= retained[retained.length - 1].seconds / 2);
-    const keptMibPerHour = slope(keptHalf.map((p) => ({ x: p.seconds, y: p.totalMiB }))) * 3600;
-    const keptMean = keptHalf.reduce((n, p) => n + p.totalMiB, 0) / keptHalf.length;
+    const keptTrend = secondHalfTrend(retained, (p) => p.totalMiB);
+    const [keptMibPerHour, keptMean] = [keptTrend.mibPerHour, keptTrend.mean];
     const firstKept = retained[0];
     const lastKept = retained[retained.length - 1];
     // Where the retained heap that grew most lives: object groups of that isolate's last snapshot.
-    const [grewMost] = Object.keys(lastKept.byIsolate).sort(
-      (a, b) =>
-        lastKept.byIsolate[b] -
-        (firstKept.byIsolate[b] ?? 0) -
-        (lastKept.byIsolate[a] - (firstKept.byIsolate[a] ?? 0)),
+    const growth = (name) => lastKept.byIsolate[name] - (firstKept.byIsolate[name] ?? 0);
+    const grewMost = Object.keys(lastKept.byIsolate).reduce(
+      (best, name) => (best === undefined || growth(name) > growth(best) ? name : best),
+      undefined,
     );
     const grewMostSession = isolates.find((s) => s.name === grewMost);
     results.retainedHeap = {
@@ -274,7 +280,7 @@ async function main() {
       last: lastKept.totalMiB,
       secondHalfSlopeMiBPerHour: keptMibPerHour,
       secondHalfMeanMiB: keptMean,
-      flat: Math.abs(keptMibPerHour) < FLAT_SHARE_PER_HOUR * keptMean,
+      flat: keptTrend.flat,
       grewMost: grewMostSession
         ? {
             isolate: grewMost,

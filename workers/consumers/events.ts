@@ -138,14 +138,15 @@ export async function handleEvents(
     // One line per trace in the batch: ingestion spreads one request over several messages (the envelope
     // carries its trace), and an outbox message packs the events of several requests (each event carries its own).
     const byTrace = new Map<string | undefined, { messages: Set<string>; events: number }>();
+    const count = (trace: string | undefined, messageId: string, events: number) => {
+      const entry = byTrace.get(trace) ?? { messages: new Set<string>(), events: 0 };
+      entry.messages.add(messageId);
+      entry.events += events;
+      byTrace.set(trace, entry);
+    };
     for (const { message, events: sent, traceparent } of valid) {
-      for (const event of sent) {
-        const trace = traceparent ?? event.traceparent;
-        const entry = byTrace.get(trace) ?? { messages: new Set<string>(), events: 0 };
-        entry.messages.add(message.id);
-        entry.events += 1;
-        byTrace.set(trace, entry);
-      }
+      if (traceparent !== undefined) count(traceparent, message.id, sent.length);
+      else for (const event of sent) count(event.traceparent, message.id, 1);
     }
     for (const [traceparent, entry] of byTrace) {
       log.info("events stored", {

@@ -59,8 +59,8 @@ export const OUTBOX_RESEND_MS = 120_000;
 const OUTBOX_MAX_DOUBLINGS = 6;
 
 /**
- * Hands outbox rows to the events Queue, packed into few messages, and marks them sent; the analytics consumer marks them stored and
- * the cron deletes them then, so a message the queue loses is sent again, never lost. Runs shortly after a
+ * Hands outbox rows to the events Queue, packed into few messages, and marks them sent; the analytics
+ * consumer marks them stored and the cron deletes them then, so a message the queue loses is sent again, never lost. Runs shortly after a
  * request wrote events (flushOutboxSoon: the rows not sent yet) and from the cron (`olderThanMs`: rows a request left unsent for that
  * long, and rows still unconfirmed OUTBOX_RESEND_MS after they were sent, twice that after a resend, and so
  * on). A row sent twice is deduplicated downstream by id.
